@@ -1,0 +1,472 @@
+"""The arbiter: signals and deadlines in, spawn / reap / retire / murder out.
+
+Owns: the master loop. It binds the listeners before any fork, forks the
+workers, and then sleeps on a self-pipe until a signal arrives or the
+nearest worker deadline passes (read from the scoreboard). The signal
+contract is ``handle_<signal>`` below, one method per row of
+docs/signals.md.
+
+Must never: serve a request, import the application (unless ``preload``),
+or keep per-worker state the scoreboard already holds. Pidfiles, logs,
+listeners and titles belong to their own small modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from forkwsgi import listeners as listeners_mod
+from forkwsgi import pidfile, proctitle, scoreboard
+from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, Worker
+
+log = logging.getLogger("forkwsgi.error")
+
+SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
+SIG_NAMES = {getattr(signal, "SIG" + name): name.lower() for name in SIGNALS}
+DUMP_GRACE = 1.0  # seconds a hung worker gets to write its stacks before SIGKILL
+QUICK_GRACE = 2.0  # seconds workers get to exit after QUIT/INT before SIGKILL
+MAX_SLEEP = 10.0  # an upper bound on a sleep, in case a deadline is missed
+PARENT_ENV = "FORKWSGI__PARENT"
+
+
+@dataclass
+class WorkerInfo:
+    """What the arbiter knows of a worker; live state is in its scoreboard slot."""
+
+    pid: int
+    slot: int
+    generation: int
+    born: float
+    retire_by: float | None = None  # SIGKILL after this, once asked to leave
+    kill_at: float | None = None  # SIGKILL after this (timeout: stacks first)
+
+
+class Arbiter:
+    def __init__(self, cfg, reload_config=None) -> None:
+        self.cfg = cfg
+        self.reload_config = reload_config
+        self.pid = os.getpid()
+        self.workers: dict[int, WorkerInfo] = {}
+        self.generation = 0
+        self.target = cfg.workers
+        self.listeners: list[listeners_mod.Listener] = []
+        self.board: scoreboard.Scoreboard | None = None
+        self.app = None
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_status = 0
+        self.reexec_pid = 0
+        self.pending_generation: int | None = None  # a reload waiting for its workers to boot
+        self.start_dir = os.getcwd()
+        self._wake_r = self._wake_w = -1
+
+    # --- start and stop -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            if not self.start():
+                return self.exit_status
+            self.loop()
+        except KeyboardInterrupt:
+            self.stop(graceful=False)
+            self.wait_workers()
+        finally:
+            self.cleanup()
+        return self.exit_status
+
+    def start(self) -> bool:
+        cfg = self.cfg
+        from forkwsgi import logs
+
+        logs.setup_error_log(cfg)
+        os.umask(cfg.umask)
+        self.call_hook("on_starting", self)
+        try:
+            self.listeners = listeners_mod.open_listeners(
+                cfg.bind, cfg.backlog, cfg.reuse_port, listeners_mod.inherited_fds())
+        except listeners_mod.ListenerError as exc:
+            log.error("cannot listen: %s", exc)
+            self.exit_status = 1
+            return False
+        for key in (listeners_mod.INHERITED_FDS_ENV, "LISTEN_FDS", "LISTEN_PID",
+                    "LISTEN_FDNAMES"):
+            os.environ.pop(key, None)
+        parent = os.environ.pop(PARENT_ENV, None)
+        if cfg.pid:
+            pidfile.write(cfg.pid, self.pid)
+        self.board = scoreboard.Scoreboard()
+        if cfg.preload and not self.load_app():
+            return False
+        self.install_signals()
+        proctitle.set_title("arbiter", cfg)
+        for listener in self.listeners:
+            log.info("Listening at: %s (%s)", listener, self.pid)
+        log.info("Arbiter booted: pid %s, %s worker(s)%s", self.pid, self.target,
+                 f", taking over from {parent}" if parent else "")
+        self.manage_workers()
+        self.call_hook("when_ready", self)
+        return True
+
+    def load_app(self) -> bool:
+        from forkwsgi.loader import AppLoadError, load_app
+
+        try:
+            self.app = load_app(self.cfg.app)
+        except AppLoadError as exc:
+            log.error("failed to load the application: %s", exc)
+            self.exit_status = BOOT_ERROR
+            return False
+        return True
+
+    def install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in SIG_NAMES:
+            # The handler does nothing: the wakeup fd carries the signal number to the loop,
+            # so signals are handled in order, one at a time, outside any system call.
+            signal.signal(signum, _noop)
+
+    def cleanup(self) -> None:
+        successor = self.reexec_pid and _alive(self.reexec_pid)
+        listeners_mod.close_listeners(self.listeners, unlink=not successor)
+        if self.cfg.pid and not successor:
+            pidfile.remove(self.cfg.pid, self.pid)
+        self.call_hook("on_exit", self)
+        log.info("Shutting down: arbiter %s", self.pid)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Ask every worker to leave; close the listeners so newcomers are refused."""
+        now = time.monotonic()
+        if self.stopping and graceful:
+            graceful = False  # a second TERM means: now
+        self.stopping = True
+        self.stop_deadline = now + (self.cfg.graceful_timeout if graceful else QUICK_GRACE)
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        log.info("%s stop: %d worker(s)", "Graceful" if graceful else "Quick", len(self.workers))
+        for pid in list(self.workers):
+            self.kill_worker(pid, sig)
+        successor = self.reexec_pid and _alive(self.reexec_pid)
+        listeners_mod.close_listeners(self.listeners, unlink=not successor)
+        self.listeners = []
+
+    def wait_workers(self) -> None:
+        deadline = time.monotonic() + QUICK_GRACE
+        while self.workers and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.05)
+        for pid in list(self.workers):
+            self.kill_worker(pid, signal.SIGKILL)
+        self.reap()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while True:
+            for signum in self.sleep(self.sleep_time()):
+                handler = getattr(self, "handle_" + SIG_NAMES.get(signum, "unknown"), None)
+                if handler is not None:
+                    handler()
+            self.reap()
+            now = time.monotonic()
+            if self.stopping:
+                if not self.workers:
+                    return
+                if now >= self.stop_deadline:
+                    for pid in list(self.workers):
+                        self.kill_worker(pid, signal.SIGKILL)
+                    self.stop_deadline = now + QUICK_GRACE
+                continue
+            self.murder_workers(now)
+            if self.stopping:  # a boot failure stops the server
+                continue
+            self.manage_workers()
+
+    def sleep(self, timeout: float) -> list[int]:
+        """Wait for a signal or ``timeout``; the signal numbers that arrived, in order."""
+        try:
+            ready, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
+        except InterruptedError:
+            ready = [self._wake_r]
+        if not ready:
+            return []
+        try:
+            return list(os.read(self._wake_r, 4096))
+        except BlockingIOError:
+            return []
+
+    def sleep_time(self) -> float:
+        """Until the nearest deadline: a worker's timeout, a retirement, the stop."""
+        now = time.monotonic()
+        deadlines = [now + MAX_SLEEP]
+        if self.stopping:
+            deadlines.append(self.stop_deadline)
+        timeout = self.cfg.timeout
+        for info in self.workers.values():
+            if info.kill_at is not None:
+                deadlines.append(info.kill_at)
+            if info.retire_by is not None:
+                deadlines.append(info.retire_by)
+            elif timeout:
+                slot = self.board.read(info.slot)
+                since = slot.request_start if slot.state == scoreboard.BUSY else slot.heartbeat
+                deadlines.append(since + timeout)
+        return min(deadlines) - now
+
+    # --- signal handlers: one per row of docs/signals.md -----------------------------------
+
+    def handle_chld(self) -> None:
+        pass  # reap() runs after every wake-up
+
+    def handle_hup(self) -> None:
+        """Reload the config, spawn a new generation; the old one retires once it is up."""
+        log.info("Hang up: reloading")
+        if self.reload_config is not None:
+            try:
+                cfg = self.reload_config()
+            except Exception as exc:
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return
+            if cfg.bind != self.cfg.bind:
+                log.warning("bind changed in the config; listeners change on restart or USR2")
+            cfg.bind = self.cfg.bind
+            self.cfg = cfg
+        self.target = self.cfg.workers
+        self.call_hook("on_reload", self)
+        proctitle.set_title("arbiter", self.cfg)
+        self.generation += 1
+        self.pending_generation = self.generation
+        self.manage_workers()
+
+    def handle_term(self) -> None:
+        self.stop(graceful=True)
+
+    def handle_int(self) -> None:
+        self.stop(graceful=False)
+
+    handle_quit = handle_int
+
+    def handle_ttin(self) -> None:
+        self.target += 1
+        log.info("TTIN: %d worker(s)", self.target)
+
+    def handle_ttou(self) -> None:
+        if self.target > 1:
+            self.target -= 1
+        log.info("TTOU: %d worker(s)", self.target)
+
+    def handle_usr1(self) -> None:
+        from forkwsgi import logs
+
+        logs.reopen_files()
+        for pid in list(self.workers):
+            self.kill_worker(pid, signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        self.reexec()
+
+    def handle_winch(self) -> None:
+        log.info("WINCH: stopping all workers gracefully; the arbiter stays")
+        self.target = 0
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def manage_workers(self) -> None:
+        """Converge on ``target`` workers of the current generation."""
+        current = [w for w in self.workers.values()
+                   if w.generation == self.generation and w.retire_by is None]
+        missing = self.target - len(current)
+        for _ in range(missing):
+            self.spawn_worker()
+        if missing < 0:
+            for info in sorted(current, key=lambda w: w.born)[:-missing]:
+                self.retire(info)
+        if self.pending_generation is not None:
+            ready = [w for w in current
+                     if self.board.state(w.slot) not in (scoreboard.BOOTING, scoreboard.FREE)]
+            if len(ready) >= self.target:
+                self.pending_generation = None
+                for info in list(self.workers.values()):
+                    if info.generation != self.generation and info.retire_by is None:
+                        self.retire(info)
+
+    def spawn_worker(self) -> None:
+        board = self.board
+        slot = board.claim(0, self.generation)
+        info = WorkerInfo(0, slot, self.generation, time.monotonic())
+        self.call_hook("pre_fork", self, info)
+        pid = os.fork()
+        if pid:
+            info.pid = pid
+            board.set_pid(slot, pid)
+            self.workers[pid] = info
+            return
+        # --- child ---
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            info.pid = os.getpid()
+            board.set_pid(slot, info.pid)
+            random.seed()
+            self.call_hook("post_fork", self, info)
+            worker = Worker(self.cfg, self.listeners, board, slot, self.generation, self.pid,
+                            app=self.app)
+        except BaseException:
+            log.exception("worker setup failed")
+            os._exit(1)
+        worker.run()  # never returns
+        os._exit(0)
+
+    def retire(self, info: WorkerInfo) -> None:
+        info.retire_by = time.monotonic() + self.cfg.graceful_timeout
+        self.kill_worker(info.pid, signal.SIGTERM)
+
+    def kill_worker(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> None:
+        """Collect every exited child, ours or (as PID 1) re-parented orphans."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            if pid == self.reexec_pid:
+                self.reexec_pid = 0
+                log.warning("the new arbiter %s exited; this one carries on", pid)
+                if self.cfg.pid:
+                    with contextlib.suppress(OSError):
+                        os.replace(self.cfg.pid + ".oldbin", self.cfg.pid)
+                proctitle.set_title("arbiter", self.cfg)
+                continue
+            info = self.workers.pop(pid, None)
+            if info is None:
+                continue  # an orphan re-parented to us as PID 1
+            self.board.reset(info.slot)
+            self.call_hook("child_exit", self, info)
+            code = os.waitstatus_to_exitcode(status)
+            if code == BOOT_ERROR:
+                self.boot_failed(info)
+            elif code < 0 and info.retire_by is None and info.kill_at is None \
+                    and not self.stopping:
+                log.error("worker %s died of signal %s", pid, -code)
+            elif code > 0 and not self.stopping:
+                log.error("worker %s exited with status %s", pid, code)
+
+    def boot_failed(self, info: WorkerInfo) -> None:
+        others = [w for w in self.workers.values() if w.generation != info.generation]
+        if info.generation == self.generation and self.pending_generation is not None and others:
+            # A reload whose app does not load: keep serving with the old generation.
+            log.error("reload failed: the new workers cannot load the application; "
+                      "keeping the running workers")
+            for w in [w for w in self.workers.values() if w.generation == self.generation]:
+                self.kill_worker(w.pid, signal.SIGKILL)
+            self.generation = max(w.generation for w in others)
+            self.pending_generation = None
+            return
+        if info.generation != self.generation:
+            return
+        log.error("worker %s failed to boot: stopping (exit status %s)", info.pid, BOOT_ERROR)
+        self.exit_status = BOOT_ERROR
+        self.stop(graceful=False)
+
+    def murder_workers(self, now: float) -> None:
+        """Kill workers past their deadlines: stacks first, then SIGKILL."""
+        timeout = self.cfg.timeout
+        for info in list(self.workers.values()):
+            if info.kill_at is not None:
+                if now >= info.kill_at:
+                    self.kill_worker(info.pid, signal.SIGKILL)
+                    info.kill_at = now + QUICK_GRACE
+                continue
+            if info.retire_by is not None:
+                if now >= info.retire_by:
+                    log.warning("worker %s did not finish in %ss; killing it",
+                                info.pid, self.cfg.graceful_timeout)
+                    self.kill_worker(info.pid, signal.SIGKILL)
+                    info.kill_at = now + QUICK_GRACE
+                continue
+            if not timeout:
+                continue
+            slot = self.board.read(info.slot)
+            if slot.state == scoreboard.BUSY:
+                if now - slot.request_start <= timeout:
+                    continue
+                log.critical("WORKER TIMEOUT (pid:%s): busy %.1fs on %s %s from %s; "
+                             "dumping its stacks, then killing it", info.pid,
+                             now - slot.request_start, slot.method, slot.target, slot.client)
+            elif now - slot.heartbeat > timeout:
+                log.critical("WORKER TIMEOUT (pid:%s): no heartbeat for %.1fs (%s)", info.pid,
+                             now - slot.heartbeat, slot.state_name)
+            else:
+                continue
+            self.kill_worker(info.pid, DUMP_SIGNAL)
+            info.kill_at = now + DUMP_GRACE
+            # A replacement now, not after the kill: the other requests should not wait.
+            info.generation = -1
+
+    # --- USR2: a new arbiter on the same sockets --------------------------------------------
+
+    def reexec(self) -> None:
+        if self.reexec_pid:
+            log.warning("USR2 ignored: new arbiter %s is already running", self.reexec_pid)
+            return
+        fds = listeners_mod.set_inheritable(self.listeners)
+        if self.cfg.pid:
+            with contextlib.suppress(OSError):
+                os.replace(self.cfg.pid, self.cfg.pid + ".oldbin")
+        pid = os.fork()
+        if pid:
+            self.reexec_pid = pid
+            proctitle.set_title("arbiter (old)", self.cfg)
+            log.info("USR2: started new arbiter %s", pid)
+            return
+        env = dict(os.environ)
+        env[listeners_mod.INHERITED_FDS_ENV] = fds
+        env[PARENT_ENV] = str(self.pid)
+        try:
+            os.chdir(self.start_dir)
+            signal.set_wakeup_fd(-1)
+            argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
+            os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+        except BaseException:
+            log.exception("USR2: exec of the new arbiter failed")
+            os._exit(1)
+
+    # --- hooks --------------------------------------------------------------------------------
+
+    def call_hook(self, name: str, *args) -> None:
+        hook = getattr(self.cfg, name, None)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("%s hook failed", name)
+
+
+def _noop(signum, frame) -> None:
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

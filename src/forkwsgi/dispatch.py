@@ -1,0 +1,134 @@
+"""One request through the application: environ -> app -> response.
+
+Owns: calling the WSGI application exactly once per request, iterating its
+result and always calling ``close()`` on it, turning app failures into a
+500 (traceback to the error log, never to the client unless ``debug``),
+draining an unread body so the connection can be reused, the scoreboard
+busy/idle marks, the pre/post_request hooks and the access log call.
+
+Must never: parse HTTP, accept connections, or read settings per request:
+everything it needs is bound once in ``Dispatcher.__init__``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+
+from forkwsgi.environ import build_environ
+from forkwsgi.http.errors import HTTPError
+from forkwsgi.http.parser import Limits, RequestHead
+from forkwsgi.netio import ClientDisconnected, ClientTimeout, send_all
+from forkwsgi.request_body import BodyError, RequestBody
+from forkwsgi.response import AppError, FileWrapper, Response
+
+log = logging.getLogger("forkwsgi.error")
+
+DRAIN_LIMIT = 65536  # unread body bytes we discard to keep a connection; more -> close
+
+_ERROR_500 = (b"HTTP/1.1 500 Internal Server Error\r\n"
+              b"Content-Type: text/plain; charset=utf-8\r\n"
+              b"Content-Length: %d\r\nConnection: close\r\n\r\n")
+
+
+class Dispatcher:
+    """Per-worker: the app and everything a request needs, bound once."""
+
+    def __init__(self, app, cfg, slot, worker, access_logger=None) -> None:
+        self.app = app
+        self.slot = slot
+        self.worker = worker
+        self.limits = Limits(request_line=cfg.limit_request_line, fields=cfg.limit_request_fields,
+                             field_size=cfg.limit_request_field_size, head=cfg.limit_request_head,
+                             body=cfg.limit_request_body)
+        self.body_timeout = cfg.body_timeout or 3600.0
+        self.server_header = b"Server: forkwsgi\r\n" if cfg.server_header else b""
+        self.debug = cfg.debug
+        self.pre_request = cfg.pre_request
+        self.post_request = cfg.post_request
+        self.access = access_logger
+        self.keep_alive = cfg.keep_alive > 0
+
+    def serve(self, conn, head: RequestHead, buffered: bytes) -> tuple[bool, bytes]:
+        """Serve one request on ``conn``; ``(keep the connection, bytes after the body)``."""
+        start = time.monotonic()
+        self.slot.busy(start, head.method, head.target, conn.client)
+        sock = conn.sock
+        body = RequestBody(sock, buffered, head.content_length, head.chunked,
+                           head.expect_continue, self.body_timeout, self.limits)
+        environ = build_environ(head, conn.environ, conn.trusted)
+        environ["wsgi.input"] = body
+        response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
+                            head.method == "HEAD",
+                            head.keep_alive and self.keep_alive and self.worker.alive,
+                            self.server_header)
+        keep = True
+        try:
+            if self.pre_request is not None:
+                self.pre_request(self.worker, environ)
+            self._call_app(environ, response)
+        except (ClientDisconnected, ClientTimeout) as exc:
+            log.debug("client %s went away: %s", conn.client, exc)
+            keep = False
+        except BodyError as exc:
+            log.info("bad request body from %s: %s", conn.client, exc)
+            keep = False
+            if not response.head_sent:
+                self._send_error(sock, HTTPError(str(exc)).response(self.server_header))
+                response.status = response.status or "400 Bad Request"
+        except Exception:
+            keep = False
+            self._app_failed(environ, response, sys.exc_info())
+        if keep:
+            keep = response.keep_alive and response.complete and body.drain(DRAIN_LIMIT)
+        self.slot.done(time.monotonic())
+        status = response.status or "500 Internal Server Error"
+        if self.post_request is not None:
+            try:
+                self.post_request(self.worker, environ, status)
+            except Exception:
+                log.exception("post_request hook failed")
+        if self.access is not None:
+            self.access(environ, status, response.headers, response.sent,
+                        time.monotonic() - start)
+        return keep, body.leftover if keep else b""
+
+    def _call_app(self, environ: dict, response: Response) -> None:
+        result = self.app(environ, response.start_response)
+        try:
+            if type(result) is list and len(result) == 1 and type(result[0]) is bytes:
+                response.send_whole(result[0])  # the common case: one send for everything
+            elif type(result) is FileWrapper and response.send_file(result):
+                pass
+            else:
+                write = response.write
+                for chunk in result:
+                    if chunk:
+                        write(chunk)
+                response.finish()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    def _app_failed(self, environ: dict, response: Response, exc_info) -> None:
+        kind = "broke PEP 3333" if isinstance(exc_info[1], AppError) else "raised"
+        log.error("Error handling request %s %s: the application %s",
+                  environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), kind, exc_info=exc_info)
+        if response.head_sent:
+            return  # too late for a 500: closing the connection tells the client it's cut
+        text = "".join(traceback.format_exception(*exc_info)) if self.debug \
+            else "Internal Server Error\n"
+        payload = text.encode("utf-8", "replace")
+        self._send_error(sock=response.sock, data=(_ERROR_500 % len(payload)) + payload)
+        response.status = "500 Internal Server Error"
+        response.headers = []
+        response.sent = len(payload)
+
+    def _send_error(self, sock, data: bytes) -> None:
+        try:
+            send_all(sock, data, 5.0)
+        except OSError:
+            pass

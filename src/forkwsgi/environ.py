@@ -1,0 +1,175 @@
+"""Request head + connection -> PEP 3333 environ.
+
+Owns: the mapping from a parsed request (any protocol's: HTTP today,
+uwsgi/FastCGI/SCGI later) to the environ dict: CGI variables, HTTP_* keys,
+``wsgi.*`` keys, and the forwarded-header rules that decide whether a peer
+may rewrite REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST.
+
+Must never: read from a socket, call the application, or consult settings
+per request (``EnvironBuilder`` binds what it needs once, per worker).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from urllib.parse import unquote_to_bytes
+
+from forkwsgi.http.parser import RequestHead
+
+# Request headers whose environ key is not HTTP_*  (PEP 3333, CGI RFC 3875 section 4.1).
+_CGI_KEYS = {"CONTENT-TYPE": "CONTENT_TYPE", "CONTENT-LENGTH": "CONTENT_LENGTH"}
+_key_cache: dict[str, str | None] = {}
+
+
+def environ_key(name: str) -> str | None:
+    """``X-Foo`` -> ``HTTP_X_FOO``; None for names with "_" (dropped).
+
+    A name with an underscore would collide with its dashed twin after the
+    CGI mapping (``X_Forwarded_For`` vs ``X-Forwarded-For``) and let a client
+    spoof a header a proxy set; nginx and gunicorn drop them too.
+    """
+    key = _key_cache.get(name)
+    if key is None and name not in _key_cache:
+        upper = name.upper()
+        key = None if "_" in name else _CGI_KEYS.get(upper) or "HTTP_" + upper.replace("-", "_")
+        if len(_key_cache) < 1024:  # bounded: header names are client-chosen
+            _key_cache[name] = key
+    return key
+
+
+class TrustedPeers:
+    """``--forwarded-allow-ips``: addresses and networks allowed to set forwarded headers."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.everyone = "*" in entries
+        self.networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
+
+    def __contains__(self, address: str) -> bool:
+        if self.everyone:
+            return True
+        if not address:  # unix socket peers are local: as trusted as loopback
+            return any(net.version == 4 and ipaddress.ip_address("127.0.0.1") in net
+                       for net in self.networks)
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+def _forwarded_element(value: str) -> dict[str, str]:
+    """The last element of an RFC 7239 Forwarded value: the one our trusted peer added."""
+    element = value.rsplit(",", 1)[-1]
+    pairs = {}
+    for pair in element.split(";"):
+        key, sep, val = pair.strip().partition("=")
+        if sep:
+            val = val.strip()
+            if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+                val = val[1:-1].replace('\\"', '"')
+            pairs[key.strip().lower()] = val
+    return pairs
+
+
+def _strip_port(node: str) -> str:
+    """RFC 7239 node: ``"[2001:db8::1]:4711"`` / ``192.0.2.1:80`` -> the address."""
+    if node.startswith("["):
+        return node[1:].split("]", 1)[0]
+    if node.count(":") == 1:
+        return node.split(":", 1)[0]
+    return node
+
+
+def apply_forwarded(environ: dict) -> None:
+    """Rewrite REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST from a trusted proxy's headers.
+
+    RFC 7239 ``Forwarded`` wins over the X-Forwarded-* family when both are
+    present. For lists, the right-most entry is the one the trusted peer
+    itself appended; anything left of it is client-controlled.
+    """
+    forwarded = environ.get("HTTP_FORWARDED")
+    if forwarded:
+        element = _forwarded_element(forwarded)
+        if element.get("for"):
+            environ["REMOTE_ADDR"] = _strip_port(element["for"])
+        proto = element.get("proto", "").lower()
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
+        if element.get("host"):
+            environ["HTTP_HOST"] = element["host"]
+        return
+    xff = environ.get("HTTP_X_FORWARDED_FOR")
+    if xff:
+        environ["REMOTE_ADDR"] = xff.rsplit(",", 1)[-1].strip()
+    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if proto:
+        proto = proto.rsplit(",", 1)[-1].strip().lower()
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
+    host = environ.get("HTTP_X_FORWARDED_HOST")
+    if host:
+        environ["HTTP_HOST"] = host.rsplit(",", 1)[-1].strip()
+
+
+def base_environ(server_name: str, server_port: str, multiprocess: bool,
+                 script_name: str = "") -> dict:
+    """The keys that are the same for every request of one listener in one worker."""
+    return {
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SCRIPT_NAME": script_name,
+        "SERVER_SOFTWARE": "forkwsgi",
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+
+
+def connection_environ(base: dict, peer: object) -> dict:
+    """Per connection: base plus REMOTE_ADDR/PORT (unix peers have no address)."""
+    environ = base.copy()
+    if isinstance(peer, tuple):
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = ""
+        environ["REMOTE_PORT"] = ""
+    return environ
+
+
+def build_environ(head: RequestHead, conn_environ: dict, trusted: bool) -> dict:
+    """The environ for one request: a copy of the connection's plus the request's keys."""
+    environ = conn_environ.copy()
+    path = head.path
+    environ["REQUEST_METHOD"] = head.method
+    # PEP 3333: PATH_INFO is the percent-decoded path, as latin-1 "bytes in a str".
+    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    environ["QUERY_STRING"] = head.query
+    environ["RAW_URI"] = head.target
+    environ["REQUEST_URI"] = head.target
+    environ["SERVER_PROTOCOL"] = head.version
+    get = environ.get
+    for name, value in head.headers:
+        key = _key_cache.get(name) or environ_key(name)
+        if key is None:
+            continue
+        old = get(key)
+        if old is not None:
+            # RFC 9110 section 5.3: repeated fields combine with ", "; cookies with "; "
+            # (RFC 6265 section 5.4), or the cookie parser would split wrongly.
+            value = old + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        environ[key] = value
+    if head.host is not None:
+        environ["HTTP_HOST"] = head.host  # absolute-form target overrides Host (RFC 9112 3.2.2)
+    if trusted:
+        apply_forwarded(environ)
+    script_name = environ["SCRIPT_NAME"]
+    if script_name and environ["PATH_INFO"].startswith(script_name):
+        environ["PATH_INFO"] = environ["PATH_INFO"][len(script_name):]
+    return environ

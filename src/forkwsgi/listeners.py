@@ -1,0 +1,235 @@
+"""Listening sockets: bind specs in, bound sockets out.
+
+Owns: parsing ``-b`` values (``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH``,
+``fd://N``), binding them, adopting sockets inherited from a previous
+arbiter (USR2 upgrade, ``FORKWSGI__FDS``) or from systemd (``LISTEN_FDS``),
+and removing unix socket files this process created.
+
+Must never: accept connections (workers do) or know about HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+
+INHERITED_FDS_ENV = "FORKWSGI__FDS"  # set by an arbiter for its USR2 successor
+SD_LISTEN_FDS_START = 3
+
+
+class ListenerError(Exception):
+    """A bind spec that cannot be parsed or bound; str() is a one-line message."""
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    spec: str  # as the user wrote it (or fd://N)
+    unix_path: str | None = None  # a unix socket file we may have to remove
+    owned_path: bool = False  # we created the file (so we remove it on exit)
+    server_name: str = field(default="")
+    server_port: str = field(default="")
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def __str__(self) -> str:
+        if self.unix_path:
+            return f"unix:{self.unix_path}"
+        address = self.sock.getsockname()
+        if self.sock.family == socket.AF_INET6:
+            return f"http://[{address[0]}]:{address[1]}"
+        if self.sock.family == socket.AF_INET:
+            return f"http://{address[0]}:{address[1]}"
+        return self.spec
+
+
+def parse_bind(spec: str) -> tuple[str, object]:
+    """``(kind, address)`` where kind is tcp, unix or fd; raises ListenerError."""
+    if spec.startswith("unix:"):
+        path = spec[5:]
+        if not path:
+            raise ListenerError(f"bind '{spec}': empty unix socket path")
+        return "unix", path
+    if spec.startswith("fd://"):
+        try:
+            return "fd", int(spec[5:])
+        except ValueError:
+            raise ListenerError(f"bind '{spec}': fd://N needs a file descriptor number") from None
+    if spec.startswith("["):
+        host, sep, port = spec[1:].partition("]:")
+        if not sep:
+            raise ListenerError(f"bind '{spec}': expected [IPV6]:PORT")
+    else:
+        host, sep, port = spec.rpartition(":")
+        if not sep:
+            host, port = spec, "8000"
+        if ":" in host:
+            raise ListenerError(f"bind '{spec}': write IPv6 addresses as [ADDRESS]:PORT")
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise ListenerError(f"bind '{spec}': port {port!r} is not a number") from None
+    if not 0 <= port_number <= 65535:
+        raise ListenerError(f"bind '{spec}': port {port_number} is out of range")
+    return "tcp", (host or "0.0.0.0", port_number)
+
+
+def _tcp_socket(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                                   socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenerError(f"bind '{host}:{port}': {exc.strerror}") from None
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"bind '{host}:{port}': {exc.strerror}") from None
+    return sock
+
+
+def _unix_socket(path: str, backlog: int) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            # A stale file from a crashed server; refuse if something still listens there.
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)
+            else:
+                probe.close()
+                raise ListenerError(f"bind 'unix:{path}': another server is listening there")
+            finally:
+                probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"bind 'unix:{path}': {exc.strerror}") from None
+    return sock
+
+
+def _adopt_fd(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenerError(f"bind 'fd://{fd}': {exc.strerror}") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise ListenerError(f"bind 'fd://{fd}': not a stream socket")
+    return sock
+
+
+def _same_address(sock: socket.socket, kind: str, address: object) -> bool:
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return False
+    if kind == "unix":
+        return sock.family == socket.AF_UNIX and name == address
+    if kind == "tcp" and sock.family in (socket.AF_INET, socket.AF_INET6):
+        host, port = address  # type: ignore[misc]
+        if name[1] != port:
+            return False
+        try:
+            wanted = {info[4][0] for info in socket.getaddrinfo(host, port, 0,
+                                                                 socket.SOCK_STREAM)}
+        except socket.gaierror:
+            return False
+        return name[0] in wanted
+    return False
+
+
+def inherited_fds(environ: dict[str, str] | None = None) -> list[int]:
+    """File descriptors handed over by a previous arbiter or by systemd."""
+    environ = os.environ if environ is None else environ
+    fds: list[int] = []
+    if environ.get(INHERITED_FDS_ENV):
+        fds = [int(fd) for fd in environ[INHERITED_FDS_ENV].split(",") if fd]
+    elif environ.get("LISTEN_FDS") and environ.get("LISTEN_PID") == str(os.getpid()):
+        count = int(environ["LISTEN_FDS"])
+        fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
+    return fds
+
+
+def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
+                   inherited: list[int] | None = None) -> list[Listener]:
+    """Bind every spec, reusing inherited sockets whose address matches.
+
+    Inherited sockets that match no spec are still served when no spec was
+    given explicitly (systemd socket activation decides the addresses).
+    """
+    adopted = [_adopt_fd(fd) for fd in (inherited or [])]
+    listeners: list[Listener] = []
+    for spec in binds:
+        kind, address = parse_bind(spec)
+        if kind == "fd":
+            sock = next((s for s in adopted if s.fileno() == address), None)
+            if sock is not None:
+                adopted.remove(sock)
+            else:
+                sock = _adopt_fd(address)  # type: ignore[arg-type]
+            listeners.append(_describe(sock, spec))
+            continue
+        match = next((s for s in adopted if _same_address(s, kind, address)), None)
+        if match is not None:
+            adopted.remove(match)
+            listeners.append(_describe(match, spec))
+        elif kind == "unix":
+            listeners.append(_describe(_unix_socket(address, backlog), spec,  # type: ignore[arg-type]
+                                       owned=True))
+        else:
+            host, port = address  # type: ignore[misc]
+            listeners.append(_describe(_tcp_socket(host, port, backlog, reuse_port), spec))
+    # Inherited sockets nobody asked for: keep serving them (systemd chose them).
+    listeners.extend(_describe(sock, f"fd://{sock.fileno()}") for sock in adopted)
+    for listener in listeners:
+        listener.sock.setblocking(False)
+    return listeners
+
+
+def _describe(sock: socket.socket, spec: str, owned: bool = False) -> Listener:
+    listener = Listener(sock, spec)
+    if sock.family == socket.AF_UNIX:
+        listener.unix_path = sock.getsockname() or None
+        listener.owned_path = owned
+        listener.server_name, listener.server_port = "localhost", ""
+    else:
+        host, port = sock.getsockname()[:2]
+        listener.server_name, listener.server_port = host, str(port)
+    return listener
+
+
+def close_listeners(listeners: list[Listener], unlink: bool = True) -> None:
+    for listener in listeners:
+        with contextlib.suppress(OSError):
+            listener.sock.close()
+        if unlink and listener.owned_path and listener.unix_path:
+            with contextlib.suppress(OSError):
+                os.unlink(listener.unix_path)
+
+
+def set_inheritable(listeners: list[Listener]) -> str:
+    """Mark the sockets inheritable for a USR2 successor; the env value naming them."""
+    for listener in listeners:
+        os.set_inheritable(listener.fileno(), True)
+    return ",".join(str(listener.fileno()) for listener in listeners)
+
+
+def is_connection_reset(exc: OSError) -> bool:
+    return exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN)

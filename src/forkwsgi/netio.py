@@ -1,0 +1,112 @@
+"""Blocking-with-deadline I/O on non-blocking sockets.
+
+Owns: sending everything and receiving "some" bytes on a connection whose
+socket stays in non-blocking mode, waiting with poll() only when the kernel
+says EAGAIN. The try-first order matters: a socket with a Python timeout
+polls before *every* recv/send, which costs a syscall per call on the hot
+path; here the common case is exactly one recv or one send.
+
+Must never: parse HTTP or know about WSGI.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+
+_POLLIN = select.POLLIN | select.POLLPRI
+_POLLOUT = select.POLLOUT
+
+
+class ClientTimeout(OSError):
+    """The peer sent or accepted nothing for the whole inactivity timeout."""
+
+
+class ClientDisconnected(OSError):
+    """The peer closed or reset the connection."""
+
+
+def wait(sock: socket.socket, events: int, timeout: float) -> None:
+    poller = select.poll()
+    poller.register(sock, events | select.POLLERR | select.POLLHUP)
+    if not poller.poll(timeout * 1000.0 if timeout > 0 else None):
+        raise ClientTimeout(f"client inactive for {timeout:g}s")
+
+
+def recv_some(sock: socket.socket, size: int, timeout: float) -> bytes:
+    """At least one byte (b"" only at EOF), waiting up to ``timeout`` for it."""
+    while True:
+        try:
+            return sock.recv(size)
+        except BlockingIOError:
+            wait(sock, _POLLIN, timeout)
+        except (ConnectionResetError, ConnectionAbortedError) as exc:
+            raise ClientDisconnected(str(exc)) from None
+
+
+def recv_into_some(sock: socket.socket, view: memoryview, timeout: float) -> int:
+    while True:
+        try:
+            return sock.recv_into(view)
+        except BlockingIOError:
+            wait(sock, _POLLIN, timeout)
+        except (ConnectionResetError, ConnectionAbortedError) as exc:
+            raise ClientDisconnected(str(exc)) from None
+
+
+def send_all(sock: socket.socket, data: bytes | memoryview, timeout: float) -> None:
+    """Send every byte; one send() when the socket buffer has room (the usual case)."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+        raise ClientDisconnected(str(exc)) from None
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    while view:
+        wait(sock, _POLLOUT, timeout)
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            continue
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            raise ClientDisconnected(str(exc)) from None
+        view = view[sent:]
+
+
+def send_parts(sock: socket.socket, parts: list[bytes], timeout: float) -> None:
+    """Gather-write several buffers (writev) without joining them first."""
+    total = sum(map(len, parts))
+    try:
+        sent = sock.sendmsg(parts)
+    except BlockingIOError:
+        sent = 0
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+        raise ClientDisconnected(str(exc)) from None
+    if sent == total:
+        return
+    for part in parts:
+        if sent >= len(part):
+            sent -= len(part)
+            continue
+        send_all(sock, memoryview(part)[sent:], timeout)
+        sent = 0
+
+
+def send_file(sock: socket.socket, fd: int, offset: int, count: int, timeout: float) -> None:
+    """os.sendfile ``count`` bytes from ``fd`` at ``offset``; the file may shrink under us."""
+    while count > 0:
+        try:
+            sent = os.sendfile(sock.fileno(), fd, offset, count)
+        except BlockingIOError:
+            wait(sock, _POLLOUT, timeout)
+            continue
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            raise ClientDisconnected(str(exc)) from None
+        if sent == 0:
+            raise ClientDisconnected("file ended before its announced length")
+        offset += sent
+        count -= sent

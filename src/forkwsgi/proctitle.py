@@ -1,0 +1,19 @@
+"""Process titles: ``forkwsgi: arbiter [myapp:app]`` / ``forkwsgi: worker [myapp:app]``.
+
+Owns: the title format, so ``ps`` and tests see the same words everywhere.
+Must never: fail the server if setproctitle cannot set a title.
+"""
+
+from __future__ import annotations
+
+
+def title(role: str, cfg) -> str:
+    return f"forkwsgi: {role} [{cfg.name or cfg.app}]"
+
+
+def set_title(role: str, cfg) -> None:
+    try:
+        import setproctitle
+    except ImportError:  # a title is a convenience; serving is the job
+        return
+    setproctitle.setproctitle(title(role, cfg))

@@ -1,0 +1,224 @@
+"""``wsgi.input``: the request body as a file-like object (PEP 3333).
+
+Owns: reading exactly the body from the connection (Content-Length or
+chunked, never past its end), answering ``Expect: 100-continue`` lazily on
+the app's first read, the body inactivity timeout, and handing back the
+bytes that follow the body (the next pipelined request).
+
+Must never: parse request heads, or let the app read beyond the body.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from forkwsgi.http.errors import HTTPError
+from forkwsgi.http.parser import ChunkedDecoder, Limits
+from forkwsgi.netio import ClientDisconnected, recv_into_some, recv_some, send_all
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+RECV_SIZE = 65536
+
+
+class BodyError(OSError):
+    """The client broke the body (bad chunking, disconnect, timeout): the app sees an OSError."""
+
+
+class RequestBody:
+    """A blocking reader over a non-blocking socket. One per request."""
+
+    __slots__ = ("_sock", "_timeout", "_buf", "_remaining", "_chunked", "_continue",
+                 "_eof", "leftover", "trailers")
+
+    def __init__(self, sock: socket.socket, buffered: bytes, content_length: int | None,
+                 chunked: bool, expect_continue: bool, timeout: float, limits: Limits) -> None:
+        self._sock = sock
+        self._timeout = timeout
+        self._continue = expect_continue
+        self.trailers: list[tuple[str, str]] = []
+        self.leftover = b""  # bytes past the body: the next request's, once eof
+        if chunked:
+            self._chunked: ChunkedDecoder | None = ChunkedDecoder(limits)
+            self._remaining = -1
+            self._buf = b""
+            self._eof = False
+            if buffered:
+                self._feed(buffered)
+        else:
+            self._chunked = None
+            length = content_length or 0
+            self._buf = buffered[:length]
+            self.leftover = buffered[length:]
+            self._remaining = length - len(self._buf)  # still on the socket
+            self._eof = length == 0
+
+    # --- the source: the socket -------------------------------------------------------------
+
+    def _send_continue(self) -> None:
+        self._continue = False
+        send_all(self._sock, CONTINUE, self._timeout)
+
+    def _recv(self, size: int) -> bytes:
+        if self._continue:
+            self._send_continue()
+        try:
+            data = recv_some(self._sock, size, self._timeout)
+        except OSError as exc:
+            raise BodyError(f"reading the request body: {exc}") from None
+        if not data:
+            raise BodyError("client disconnected before the end of the request body")
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        """Chunked only: decode ``data`` into the buffer."""
+        decoder = self._chunked
+        try:
+            decoded = decoder.feed(data)  # type: ignore[union-attr]
+        except HTTPError as exc:
+            raise BodyError(f"bad chunked body: {exc.detail}") from None
+        if decoded:
+            self._buf = self._buf + decoded if self._buf else decoded
+        if decoder.done:  # type: ignore[union-attr]
+            self._eof = True
+            self.trailers = decoder.trailers  # type: ignore[union-attr]
+            self.leftover = decoder.unused  # type: ignore[union-attr]
+
+    def _fill(self, want: int) -> bool:
+        """Get more body bytes into the buffer (at least one, at most ~want); False at end."""
+        if self._chunked is not None:
+            while not self._eof:
+                before = len(self._buf)
+                self._feed(self._recv(RECV_SIZE))
+                if len(self._buf) > before:
+                    return True
+            return False
+        if self._remaining <= 0:
+            return False
+        data = self._recv(min(max(want, 8192), self._remaining, RECV_SIZE))
+        self._remaining -= len(data)
+        self._buf = self._buf + data if self._buf else data
+        return True
+
+    def _read_exact_into(self, size: int) -> bytes:
+        """Content-Length fast path for big reads: recv_into one preallocated buffer."""
+        if self._continue:
+            self._send_continue()
+        have = len(self._buf)
+        out = bytearray(size)
+        out[:have] = self._buf
+        self._buf = b""
+        view = memoryview(out)
+        while have < size:
+            try:
+                got = recv_into_some(self._sock, view[have:], self._timeout)
+            except OSError as exc:
+                raise BodyError(f"reading the request body: {exc}") from None
+            if not got:
+                raise BodyError("client disconnected before the end of the request body")
+            have += got
+            self._remaining -= got
+        return bytes(out)
+
+    # --- the file-like API the app calls -----------------------------------------------------
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            if self._chunked is None:
+                return self._read_exact_into(len(self._buf) + self._remaining) \
+                    if self._remaining > 0 else self._take(len(self._buf))
+            while self._fill(RECV_SIZE):
+                pass
+            return self._take(len(self._buf))
+        if size == 0:
+            return b""
+        if self._chunked is None and size > RECV_SIZE and self._remaining > 0:
+            size = min(size, len(self._buf) + self._remaining)
+            if len(self._buf) < size:
+                return self._read_exact_into(size)
+        while len(self._buf) < size and self._fill(size - len(self._buf)):
+            pass
+        return self._take(size)
+
+    def _take(self, size: int) -> bytes:
+        buf = self._buf
+        if size >= len(buf):
+            self._buf = b""
+            return buf
+        self._buf = buf[size:]
+        return buf[:size]
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else -1
+        start = 0
+        while True:
+            index = self._buf.find(b"\n", start)
+            if index >= 0:
+                end = index + 1
+                break
+            if 0 <= limit <= len(self._buf):
+                end = limit
+                break
+            start = len(self._buf)
+            if not self._fill(RECV_SIZE):
+                end = len(self._buf)
+                break
+        if 0 <= limit < end:
+            end = limit
+        return self._take(end)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    # --- the server side --------------------------------------------------------------------
+
+    @property
+    def expecting_continue(self) -> bool:
+        """The client waits for 100 Continue that was never sent: its body is not coming."""
+        return self._continue
+
+    @property
+    def finished(self) -> bool:
+        return (self._eof or (self._chunked is None and self._remaining <= 0)) and not self._buf
+
+    def drain(self, limit: int) -> bool:
+        """Discard the unread body, up to ``limit`` bytes; False if it could not be drained
+        (too big, broken, or the client never got its 100 Continue) — then close."""
+        if self.finished:
+            return True
+        if self._continue:
+            return False
+        try:
+            if self._chunked is None:
+                if self._remaining > limit:
+                    return False
+                self._buf = b""
+                while self._remaining > 0:
+                    self._remaining -= len(self._recv(min(self._remaining, RECV_SIZE)))
+                return True
+            seen = 0
+            self._buf = b""
+            while not self._eof and seen <= limit:
+                self._fill(RECV_SIZE)
+                seen += len(self._buf)
+                self._buf = b""
+            return self._eof
+        except (OSError, ClientDisconnected):
+            return False

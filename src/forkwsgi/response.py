@@ -1,0 +1,267 @@
+"""The response side of PEP 3333: start_response, write(), framing, sendfile.
+
+Owns: validating what the app hands us (status, header names and values,
+no hop-by-hop fields), choosing the framing (Content-Length when known,
+chunked on HTTP/1.1 otherwise, close-delimited on HTTP/1.0; no body for
+HEAD, 1xx, 204 and 304), adding Date/Server/Connection, and writing the
+head and a small body in one send.
+
+Must never: read the request, call the application, or send anything the
+app wrote with CR/LF in a header (that is response splitting: a 500).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import time
+from email.utils import formatdate
+
+from forkwsgi.netio import send_all, send_file, send_parts
+
+# RFC 9110 section 5.6.2 token; section 5.5 field-value (VCHAR, obs-text, SP, HTAB).
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_VALUES = re.compile(r"[\t\x20-\x7e\x80-\xff]*").fullmatch
+_STATUS = re.compile(r"[1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?").fullmatch
+# RFC 9110 section 7.6.1: connection-specific fields belong to the server, not the app.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "te", "trailer", "transfer-encoding", "upgrade"})
+_SMALL_BODY = 16384  # below this, joining head and body beats a gather-write
+
+_date = [0, b""]
+
+
+def date_header() -> bytes:
+    """``Date: ...\\r\\n``, formatted once per second (RFC 9110 section 6.6.1)."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0] = now
+        _date[1] = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+    return _date[1]
+
+
+class AppError(Exception):
+    """The application broke PEP 3333 (bad status or header, double start_response...)."""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterates a file in blocks; the server may sendfile() it."""
+
+    def __init__(self, filelike, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+    def sendfile_span(self) -> tuple[int, int, int] | None:
+        """``(fd, offset, size)`` when this wraps a regular file we can sendfile()."""
+        try:
+            fd = self.filelike.fileno()
+            st = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            offset = self.filelike.tell()
+        except (AttributeError, OSError):
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        return fd, offset, max(0, st.st_size - offset)
+
+
+class Response:
+    """One response on one connection. ``start_response`` is handed to the app."""
+
+    __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
+                 "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
+                 "extra")
+
+    def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
+                 keep_alive: bool, server_header: bytes) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.http11 = http11
+        self.head_only = head_only
+        self.keep_alive = keep_alive
+        self.server_header = server_header
+        self.status: str | None = None
+        self.headers: list = []
+        self.head_sent = False
+        self.length: int | None = None  # Content-Length the app announced
+        self.chunked = False
+        self.sent = 0  # body bytes sent (before chunk framing)
+        self.status_code = 0
+        self.extra = b""  # server-added header lines
+
+    # --- PEP 3333 callables ---------------------------------------------------------------
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid a reference cycle through the traceback
+        elif self.status is not None:
+            raise AppError("start_response() called a second time without exc_info")
+        if type(status) is not str or not _STATUS(status):
+            raise AppError(f"invalid status {status!r}: want a str like '200 OK'")
+        if type(headers) is not list:
+            raise AppError(f"response headers must be a list, got {type(headers).__name__}")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.status is None:
+            raise AppError("write() before start_response()")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise AppError(f"the app must give bytes, got {type(data).__name__}")
+            data = bytes(data)
+        if not self.head_sent:
+            self._send_head(data, None)
+        else:
+            self._send_body(data)
+
+    # --- framing ----------------------------------------------------------------------------
+
+    def _compile_head(self, body_length: int | None) -> bytes:
+        """Validate the app's status and headers; decide framing; the head as bytes."""
+        status = self.status
+        headers = self.headers
+        try:
+            names = [name for name, _ in headers]
+            values = [value for _, value in headers]
+            if names and (not all(names) or not _TOKENS("".join(names))):
+                raise AppError(f"invalid response header name in {names!r}")
+            if not _VALUES("".join(values)):
+                raise AppError(f"invalid character (CR, LF or control) in a header value "
+                               f"among {headers!r}")
+        except (TypeError, ValueError) as exc:
+            raise AppError(f"response headers must be (str, str) pairs: {exc}") from None
+        length = None
+        for index, name in enumerate(names):
+            lower = name.lower()
+            if lower == "content-length":
+                value = values[index]
+                if not value.isdigit() or length is not None:
+                    raise AppError(f"invalid Content-Length {value!r} from the app")
+                length = int(value)
+            elif lower in HOP_BY_HOP:
+                raise AppError(f"hop-by-hop header {name!r} is the server's to set "
+                               "(PEP 3333, RFC 9110 section 7.6.1)")
+        code = int(status[:3])
+        self.status_code = code
+        lines = [f"HTTP/1.1 {status}\r\n"]
+        lines.extend([f"{name}: {value}\r\n" for name, value in headers])
+        extra = date_header() + self.server_header
+        bodyless = self.head_only or code < 200 or code == 204 or code == 304
+        if length is not None:
+            self.length = length
+        elif bodyless:
+            pass
+        elif body_length is not None:
+            extra += b"Content-Length: %d\r\n" % body_length
+            self.length = body_length
+        elif self.http11:
+            self.chunked = True
+            extra += b"Transfer-Encoding: chunked\r\n"
+        else:
+            self.keep_alive = False  # HTTP/1.0 and unknown length: the close ends the body
+        if not self.keep_alive:
+            extra += b"Connection: close\r\n"
+        elif not self.http11:
+            extra += b"Connection: keep-alive\r\n"
+        return "".join(lines).encode("latin-1") + extra + b"\r\n"
+
+    def _send_head(self, body: bytes, body_length: int | None) -> None:
+        head = self._compile_head(body_length)
+        self.head_sent = True
+        if self.head_only or self.status_code in (204, 304) or self.status_code < 200:
+            send_all(self.sock, head, self.timeout)
+            return
+        if self.chunked:
+            if body:
+                send_parts(self.sock, [head, b"%x\r\n" % len(body), body, b"\r\n"], self.timeout)
+                self.sent += len(body)
+            else:
+                send_all(self.sock, head, self.timeout)
+            return
+        if self.length is not None and self.sent + len(body) > self.length:
+            body = body[:self.length - self.sent]
+        if len(body) < _SMALL_BODY:
+            send_all(self.sock, head + body, self.timeout)
+        else:
+            send_parts(self.sock, [head, body], self.timeout)
+        self.sent += len(body)
+
+    def _send_body(self, data: bytes) -> None:
+        if not data or self.head_only or self.status_code in (204, 304):
+            return
+        if self.chunked:
+            send_parts(self.sock, [b"%x\r\n" % len(data), data, b"\r\n"], self.timeout)
+        else:
+            if self.length is not None and self.sent + len(data) > self.length:
+                data = data[:self.length - self.sent]  # never send past Content-Length
+                if not data:
+                    return
+            send_all(self.sock, data, self.timeout)
+        self.sent += len(data)
+
+    # --- what the dispatcher calls ----------------------------------------------------------
+
+    def send_whole(self, body: bytes) -> None:
+        """The app's body in one piece (a one-item list): one send for head and body."""
+        if self.status is None:
+            raise AppError("the app returned without calling start_response()")
+        if not self.head_sent:
+            self._send_head(body, len(body))
+        else:
+            self._send_body(body)
+
+    def send_file(self, wrapper: FileWrapper) -> bool:
+        """sendfile() a regular file; False if it must be iterated instead."""
+        if self.head_sent or self.status is None:
+            return False
+        span = wrapper.sendfile_span()
+        if span is None:
+            return False
+        fd, offset, size = span
+        head = self._compile_head(size)
+        count = size if self.length is None else min(size, self.length)
+        if self.chunked:
+            return False  # unreachable: length is always known here
+        self.head_sent = True
+        send_all(self.sock, head, self.timeout)
+        bodyless = self.head_only or self.status_code in (204, 304) or self.status_code < 200
+        if not bodyless and count:
+            send_file(self.sock, fd, offset, count, self.timeout)
+            self.sent = count
+        return True
+
+    def finish(self) -> None:
+        """The iterable is exhausted: send the head if nothing was sent, end the framing."""
+        if self.status is None:
+            raise AppError("the app returned without calling start_response()")
+        if not self.head_sent:
+            self._send_head(b"", 0)
+        elif self.chunked:
+            send_all(self.sock, b"0\r\n\r\n", self.timeout)
+
+    @property
+    def complete(self) -> bool:
+        """The body sent matches its framing, so the connection may carry another request."""
+        if self.length is None or self.head_only or self.status_code in (204, 304):
+            return True
+        return self.sent == self.length

@@ -1,0 +1,426 @@
+"""The one table of settings.
+
+Owns: every setting forkwsgi has, as a row of (name, CLI flags, converter,
+default, section, help). The CLI options, the ``FORKWSGI_*`` environment
+variables, the config-file keys and docs/settings.md are all generated from
+this table; nothing else in the package may invent a setting.
+
+Must never: read files, the environment or argv (that is config.py and
+cli.py), or be consulted on the per-request path (the worker binds what it
+needs to locals at start).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+
+class SettingError(ValueError):
+    """A setting got a value it cannot take. ``str()`` is the one-line message."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"invalid value for setting '{name}': {message}")
+        self.setting = name
+
+
+# --- converters: str (or already-typed value from TOML) -> value; raise ValueError --------
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip(), 0)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def to_nonneg_int(value: Any) -> int:
+    number = to_int(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0, got {number}")
+    return number
+
+
+def to_positive_int(value: Any) -> int:
+    number = to_int(value)
+    if number < 1:
+        raise ValueError(f"must be >= 1, got {number}")
+    return number
+
+
+def to_seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if number < 0 or number != number:
+        raise ValueError(f"must be a number of seconds >= 0, got {value!r}")
+    return number
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def to_str(value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def to_optional_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = to_str(value)
+    return text or None
+
+
+def to_list(value: Any) -> list[str]:
+    """A list from TOML, repeated CLI flags, or one comma-separated string."""
+    if isinstance(value, (list, tuple)):
+        items: list[str] = []
+        for item in value:
+            items.extend(to_list(item))
+        return items
+    return [part.strip() for part in to_str(value).split(",") if part.strip()]
+
+
+def to_bind_list(value: Any) -> list[str]:
+    # Binds are repeated rather than comma-split: "[::1]:80" and paths may hold commas.
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    binds = [to_str(item).strip() for item in items]
+    if not binds or any(not bind for bind in binds):
+        raise ValueError("an address is empty")
+    return binds
+
+
+def to_workers(value: Any) -> int:
+    """A count of workers, or ``auto``: the CPUs this process may run on, cgroup quota aware."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return available_cpus()
+    return to_positive_int(value)
+
+
+def available_cpus() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` (or v1 cfs quota), rounded up; None when unlimited."""
+    import math
+
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
+            quota_us = int(fh.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
+            period_us = int(fh.read())
+        if quota_us > 0:
+            return max(1, math.ceil(quota_us / period_us))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def to_umask(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = to_str(value).strip()
+        try:
+            number = int(text, 8) if not text.startswith("0x") else int(text, 16)
+        except ValueError:
+            raise ValueError(f"expected an octal mode such as 022, got {value!r}") from None
+    if not 0 <= number <= 0o777:
+        raise ValueError(f"must be between 000 and 777, got {oct(number)}")
+    return number
+
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def to_env(value: Any) -> dict[str, str]:
+    """``KEY=VALUE`` pairs (repeatable flag, TOML list or table)."""
+    if isinstance(value, dict):
+        value = [f"{to_str(k)}={to_str(v)}" for k, v in value.items()]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, val = to_str(item).partition("=")
+        if not sep or not _ENV_KEY.match(key):
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        env[key] = val
+    return env
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = to_str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    convert.choices = options  # type: ignore[attr-defined]
+    return convert
+
+
+def to_app_spec(value: Any) -> str | None:
+    """An APP spec, checked for syntax only; importing it is loader.load_app's job."""
+    from forkwsgi.loader import validate_spec  # lazy: the table must stay import-light
+
+    spec = to_optional_str(value)
+    if spec is not None:
+        validate_spec(spec)
+    return spec
+
+
+def to_access_logformat(value: Any) -> str:
+    """'json', or gunicorn-style atoms; unknown atoms are caught here, not per request."""
+    from forkwsgi.accesslog import check_format  # lazy: the table must stay import-light
+
+    text = to_str(value)
+    check_format(text)
+    return text
+
+
+def to_hook(value: Any) -> Callable[..., Any] | None:
+    if value is None or callable(value):
+        return value
+    raise ValueError(f"expected a callable (hooks are set in a Python config file), got {value!r}")
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+class Setting(NamedTuple):
+    name: str
+    flags: tuple[str, ...]  # CLI flags; () = config file / environment only
+    convert: Callable[[Any], Any]
+    default: Any
+    section: str
+    help: str
+    multiple: bool = False  # the CLI flag may repeat
+    is_flag: bool = False  # boolean switch: --x / --no-x
+
+
+_KIB = 1024
+
+# Limits cite their precedent in the help text; docs/settings.md repeats it.
+SETTINGS: tuple[Setting, ...] = (
+    # application: the positional APP argument, also the `app` key and FORKWSGI_APP
+    Setting("app", (), to_app_spec, None, "application",
+            "The WSGI application: 'pkg.mod:app', 'pkg.mod' (finds 'application' then 'app'), "
+            "'pkg.mod:obj.attr' or a factory with literal arguments 'pkg.mod:create_app(\"prod\")'. "
+            "On the command line it is the APP argument."),
+    # server socket
+    Setting("bind", ("-b", "--bind"), to_bind_list, ["127.0.0.1:8000"], "socket",
+            "Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeat for more.",
+            multiple=True),
+    Setting("backlog", ("--backlog",), to_positive_int, 2048, "socket",
+            "Listen queue length (gunicorn: 2048)."),
+    Setting("reuse_port", ("--reuse-port",), to_bool, False, "socket",
+            "Set SO_REUSEPORT on TCP listeners.", is_flag=True),
+    # processes
+    Setting("workers", ("-w", "--workers"), to_workers, 1, "process",
+            "Number of worker processes, or 'auto' for the CPUs available (cgroup quota aware)."),
+    Setting("timeout", ("-t", "--timeout"), to_seconds, 30.0, "process",
+            "A worker busy on one request longer than this is killed and replaced; 0 disables."),
+    Setting("graceful_timeout", ("--graceful-timeout",), to_seconds, 30.0, "process",
+            "On a graceful stop or reload, seconds workers get to finish in-flight requests."),
+    Setting("max_requests", ("--max-requests",), to_nonneg_int, 0, "process",
+            "Recycle a worker gracefully after this many requests; 0 disables."),
+    Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
+            "Add a random 0..N to max_requests per worker so they do not all recycle at once."),
+    Setting("preload", ("--preload",), to_bool, False, "process",
+            "Load the application in the arbiter before forking (no app reload on HUP).",
+            is_flag=True),
+    Setting("chdir", ("--chdir",), to_optional_str, None, "process",
+            "Change to this directory before loading the application."),
+    Setting("pythonpath", ("--pythonpath",), to_list, [], "process",
+            "Comma-separated directories prepended to sys.path.", multiple=True),
+    Setting("env", ("-e", "--env"), to_env, {}, "process",
+            "Set an environment variable KEY=VALUE in the server. Repeatable.", multiple=True),
+    Setting("pid", ("-p", "--pid"), to_optional_str, None, "process",
+            "Write the arbiter PID to this file (atomically); removed on exit."),
+    Setting("user", ("-u", "--user"), to_optional_str, None, "process",
+            "Workers switch to this user (name or uid) after the listeners are bound."),
+    Setting("group", ("-g", "--group"), to_optional_str, None, "process",
+            "Workers switch to this group (name or gid)."),
+    Setting("umask", ("--umask",), to_umask, 0o022, "process",
+            "File mode creation mask of the server processes, in octal."),
+    Setting("name", ("-n", "--name"), to_optional_str, None, "process",
+            "Label shown in process titles instead of the APP spec."),
+    # HTTP
+    Setting("keep_alive", ("--keep-alive",), to_seconds, 5.0, "http",
+            "Seconds an idle keep-alive connection is kept open; 0 disables keep-alive."),
+    Setting("header_timeout", ("--header-timeout",), to_seconds, 10.0, "http",
+            "Seconds a client has to send a complete request head; then 408 "
+            "(Apache mod_reqtimeout: 20-40s; nginx client_header_timeout: 60s)."),
+    Setting("body_timeout", ("--body-timeout",), to_seconds, 30.0, "http",
+            "Seconds of inactivity allowed while the app reads the request body "
+            "(nginx client_body_timeout: 60s)."),
+    Setting("max_connections", ("--max-connections",), to_positive_int, 1000, "http",
+            "Connections one worker holds open at most (idle keep-alive and partial heads)."),
+    Setting("limit_request_line", ("--limit-request-line",), to_positive_int, 8190, "http",
+            "Longest request line in bytes; longer gets 414 (gunicorn: 4094; nginx: 8k)."),
+    Setting("limit_request_fields", ("--limit-request-fields",), to_positive_int, 100, "http",
+            "Most header fields in a request; more gets 431 (gunicorn: 100; Apache: 100)."),
+    Setting("limit_request_field_size", ("--limit-request-field-size",), to_positive_int, 8190,
+            "http", "Longest header field line in bytes; longer gets 431 (gunicorn, Apache: 8190)."),
+    Setting("limit_request_head", ("--limit-request-head",), to_positive_int, 64 * _KIB, "http",
+            "Largest request head (line + all fields) in bytes; larger gets 431 "
+            "(nginx: 4 x 8k buffers; node: 16k)."),
+    Setting("limit_request_body", ("--limit-request-body",), to_nonneg_int, 1024 * 1024 * _KIB,
+            "http", "Largest request body in bytes; larger gets 413; 0 means no limit "
+            "(waitress: 1 GiB)."),
+    Setting("forwarded_allow_ips", ("--forwarded-allow-ips",), to_list, ["127.0.0.1", "::1"],
+            "http", "Peers trusted to set X-Forwarded-For/-Proto/-Host and Forwarded; '*' trusts all.",
+            multiple=True),
+    Setting("server_header", ("--server-header",), to_bool, True, "http",
+            "Send a Server header.", is_flag=True),
+    Setting("debug", ("--debug",), to_bool, False, "http",
+            "Show tracebacks in 500 responses. Never in production.", is_flag=True),
+    # logging
+    Setting("access_logfile", ("--access-logfile",), to_optional_str, None, "logging",
+            "Access log file; '-' is stdout. Off by default."),
+    Setting("access_logformat", ("--access-logformat", "--access-log-format"), to_access_logformat,
+            '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', "logging",
+            "gunicorn-style atoms, or 'json' for one escaped JSON object per line."),
+    Setting("error_logfile", ("--error-logfile", "--log-file"), to_str, "-", "logging",
+            "Error log file; '-' is stderr."),
+    Setting("log_level", ("--log-level",), choice("debug", "info", "warning", "error", "critical"),
+            "info", "logging", "Error log level."),
+    Setting("log_config", ("--log-config",), to_optional_str, None, "logging",
+            "logging.config.dictConfig file, JSON or TOML; replaces the error log setup."),
+    # hooks: Python config file only
+    *(
+        Setting(hook, (), to_hook, None, "hooks", doc)
+        for hook, doc in (
+            ("on_starting", "on_starting(arbiter): before the listeners are bound."),
+            ("on_reload", "on_reload(arbiter): on HUP, before the new workers are spawned."),
+            ("when_ready", "when_ready(arbiter): the first workers are spawned."),
+            ("pre_fork", "pre_fork(arbiter, worker): in the arbiter, before a fork."),
+            ("post_fork", "post_fork(arbiter, worker): in the child, right after the fork."),
+            ("post_worker_init", "post_worker_init(worker): the worker loaded the app."),
+            ("worker_exit", "worker_exit(worker): in the worker, as it exits."),
+            ("pre_request", "pre_request(worker, environ): before the app is called."),
+            ("post_request", "post_request(worker, environ, status): after the response."),
+            ("child_exit", "child_exit(arbiter, worker): in the arbiter, a worker was reaped."),
+            ("on_exit", "on_exit(arbiter): the arbiter is about to exit."),
+        )
+    ),
+)
+
+BY_NAME: dict[str, Setting] = {row.name: row for row in SETTINGS}
+HOOKS: tuple[str, ...] = tuple(row.name for row in SETTINGS if row.section == "hooks")
+ENV_PREFIX = "FORKWSGI_"
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+# gunicorn's names for our settings, so a migrated config file gets a useful hint.
+# They are hints only: accepting two names for one setting would fork the docs.
+GUNICORN_NAMES: dict[str, str] = {
+    "accesslog": "access_logfile",
+    "access_log_format": "access_logformat",
+    "errorlog": "error_logfile",
+    "loglevel": "log_level",
+    "logconfig": "log_config",
+    "logconfig_dict": "log_config",
+    "raw_env": "env",
+    "keepalive": "keep_alive",
+    "proc_name": "name",
+    "pidfile": "pid",
+    "worker_connections": "max_connections",
+}
+
+
+def suggest(name: str) -> str:
+    """`` (did you mean 'workers'?)`` for a near miss or a gunicorn name, else ''."""
+    key = name.lower().replace("-", "_")
+    close = [GUNICORN_NAMES[key]] if key in GUNICORN_NAMES else difflib.get_close_matches(
+        key, BY_NAME, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def default_text(row: Setting) -> str:
+    """The default as the help and docs show it ('' when there is none)."""
+    value = row.default
+    if value is None or value == [] or value == {}:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if row.convert is to_umask:
+        return f"{value:03o}"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value)
+
+
+def convert(name: str, value: Any) -> Any:
+    """Convert one raw value for setting ``name``; SettingError names the setting."""
+    row = BY_NAME.get(name)
+    if row is None:
+        raise SettingError(name, "unknown setting") from None
+    try:
+        return row.convert(value)
+    except ValueError as exc:
+        raise SettingError(name, str(exc)) from None
+
+
+class Config(SimpleNamespace):
+    """Resolved settings: one attribute per row, plus ``app`` (the APP spec) and
+    ``config_file`` (where file settings came from, if anywhere)."""
+
+    app: str | None
+    config_file: str | None
+
+
+def defaults() -> dict[str, Any]:
+    import copy
+
+    return {row.name: copy.deepcopy(row.default) for row in SETTINGS}
+
+
+def make_config(values: dict[str, Any] | None = None, app: str | None = None,
+                config_file: str | None = None) -> Config:
+    """A Config from defaults overlaid with already-converted ``values``."""
+    merged = defaults()
+    merged.update(values or {})
+    if app is not None:
+        merged["app"] = app
+    return Config(config_file=config_file, **merged)

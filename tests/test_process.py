@@ -1,0 +1,358 @@
+"""The process story, on real processes: arbiter, workers, signals, timeouts.
+
+Each test starts the real CLI, sends real signals, and inspects the process
+tree with psutil.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+
+import psutil
+import pytest
+
+from tests.conftest import FORKWSGI, REPO, wait_until
+
+
+def get(server, path: str = "/", timeout: float = 10.0, close: bool = True) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"} if close else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def titles(procs) -> list[str]:
+    return [" ".join(p.cmdline()).strip() for p in procs]
+
+
+def wait_titles(server, count: int, expected: str) -> list:
+    """Workers exist as soon as they fork; their title follows a moment later."""
+    return wait_until(lambda: (w := server.wait_workers(count)) and
+                      titles(w) == [expected] * count and w, what=f"titles {expected!r}")
+
+
+@contextmanager
+def load(server, threads: int = 4, path: str = "/"):
+    """Continuous requests from several threads until the block ends; yields the tallies."""
+    tally = {"ok": 0, "failed": [], "stop": False}
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not tally["stop"]:
+            try:
+                status, _ = get(server, path)
+                ok = status == 200
+                error = None if ok else f"status {status}"
+            except OSError as exc:
+                ok, error = False, repr(exc)
+            with lock:
+                if ok:
+                    tally["ok"] += 1
+                else:
+                    tally["failed"].append(error)
+
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    try:
+        wait_until(lambda: tally["ok"] >= 20, what="the load to get going")
+        yield tally
+    finally:
+        tally["stop"] = True
+        for thread in workers:
+            thread.join(15)
+
+
+def test_serves_the_bundled_example(serve):
+    server = serve()
+    status, body = get(server)
+    assert status == 200
+    assert b"forkwsgi" in body
+
+
+def test_four_workers_with_titles(serve):
+    server = serve("tests.apps:pid", workers=4)
+    arbiter = server.process
+    assert "forkwsgi: arbiter [tests.apps:pid]" in " ".join(arbiter.cmdline())
+    workers = wait_titles(server, 4, "forkwsgi: worker [tests.apps:pid]")
+    pids = {w.pid for w in workers}
+    seen = {int(get(server)[1]) for _ in range(40)}
+    assert seen <= pids
+
+
+def test_name_overrides_the_label(serve):
+    server = serve("tests.apps:hello", "-n", "shop")
+    assert "forkwsgi: arbiter [shop]" in " ".join(server.process.cmdline())
+    assert wait_titles(server, 1, "forkwsgi: worker [shop]")
+
+
+def test_module_spec_finds_application(serve):
+    server = serve("tests.apps")
+    assert get(server) == (200, b"application")
+
+
+def test_ttin_ttou_change_the_count(serve):
+    server = serve("tests.apps:pid", workers=2)
+    server.signal(signal.SIGTTIN)
+    server.wait_workers(3)
+    server.signal(signal.SIGTTOU)
+    server.wait_workers(2)  # signals of one kind merge while pending: one at a time
+    server.signal(signal.SIGTTOU)
+    server.wait_workers(1)
+    assert get(server)[0] == 200
+
+
+def test_killed_worker_is_replaced(serve):
+    server = serve("tests.apps:pid", workers=2)
+    victim = server.wait_workers(2)[0]
+    victim.kill()
+    victim.wait(10)
+    workers = wait_until(lambda: (w := server.wait_workers(2)) and victim.pid not in
+                         {p.pid for p in w} and w, what="a replacement worker")
+    assert victim.pid not in {w.pid for w in workers}
+    assert get(server)[0] == 200
+
+
+def test_crashing_request_is_replaced(serve):
+    server = serve("tests.apps:crash", workers=1)
+    old = server.wait_workers(1)[0].pid
+    with pytest.raises((http.client.HTTPException, OSError)):
+        get(server)
+    wait_until(lambda: [w for w in server.workers() if w.pid != old], what="a new worker")
+
+
+def test_hung_request_is_killed_at_timeout_with_its_stack(serve):
+    server = serve("tests.apps:slow", "--timeout", "2", workers=2)
+    hung = threading.Thread(target=lambda: _swallow(get, server, "/?seconds=60", 30),
+                            daemon=True)
+    hung.start()
+    # meanwhile, other requests keep succeeding on the other worker
+    for _ in range(5):
+        assert get(server, "/?seconds=0")[0] == 200
+    server.wait_log("WORKER TIMEOUT", timeout=30)
+    # faulthandler's dump of the hung worker names the app function it is stuck in
+    log = server.wait_log(" in slow", timeout=15)
+    assert "GET /?seconds=60" in log
+    assert "apps.py" in log
+    server.wait_workers(2)
+    hung.join(30)
+    assert get(server, "/?seconds=0")[0] == 200
+
+
+def _swallow(func, *args):
+    try:
+        func(*args)
+    except (OSError, http.client.HTTPException):
+        pass
+
+
+def test_hup_under_load_fails_nothing(serve):
+    server = serve("tests.apps:pid", "--graceful-timeout", "10", workers=2)
+    before = {w.pid for w in server.wait_workers(2)}
+    with load(server) as tally:
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: (w := server.workers()) and len(w) == 2 and
+                   not ({p.pid for p in w} & before), what="a new generation")
+        start = tally["ok"]
+        wait_until(lambda: tally["ok"] >= start + 50, what="requests after the reload")
+    assert tally["failed"] == []
+    assert server.process.is_running()
+
+
+def test_usr2_then_term_old_arbiter_fails_nothing(serve, tmp_path):
+    pid_path = tmp_path / "forkwsgi.pid"
+    server = serve("tests.apps:pid", "-p", str(pid_path), "--graceful-timeout", "10", workers=2)
+    old = server.process
+    new_arbiter = []
+    try:
+        with load(server) as tally:
+            server.signal(signal.SIGUSR2)
+
+            def successor():
+                for child in old.children():
+                    if "arbiter" in " ".join(child.cmdline()) and child.children():
+                        return child
+                return None
+
+            child = wait_until(successor, what="the new arbiter and its workers")
+            new_arbiter.append(child)
+            wait_until(lambda: len([c for c in child.children()
+                                    if c.status() != psutil.STATUS_ZOMBIE]) == 2,
+                       what="the new arbiter's workers")
+            assert (tmp_path / "forkwsgi.pid.oldbin").exists()
+            server.signal(signal.SIGTERM)
+            assert server.wait_exit(30) == 0
+            start = tally["ok"]
+            wait_until(lambda: tally["ok"] >= start + 50, what="requests to the new arbiter")
+        assert tally["failed"] == []
+        assert int(pid_path.read_text()) == child.pid
+    finally:
+        for proc in new_arbiter:
+            tree = [proc, *proc.children(recursive=True)]
+            for p in tree:
+                _swallow(p.kill)
+            psutil.wait_procs(tree, timeout=10)
+
+
+def test_term_lets_requests_in_flight_finish(serve):
+    server = serve("tests.apps:slow", "--graceful-timeout", "20", workers=3)
+    results = []
+
+    def slow_request():
+        try:
+            results.append(get(server, "/?seconds=1.5", timeout=30))
+        except (OSError, http.client.HTTPException) as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=slow_request) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: _busy(server) == 3, what="3 requests in the workers")
+    server.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    assert server.wait_exit(30) == 0
+    assert [r[0] if isinstance(r, tuple) else r for r in results] == [200, 200, 200]
+
+
+def _busy(server) -> int:
+    """Client connections the workers hold (the slow app sleeps: no CPU to look at)."""
+    count = 0
+    for worker in server.workers():
+        try:
+            conns = worker.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        count += sum(c.status == psutil.CONN_ESTABLISHED for c in conns)
+    return count
+
+
+def test_max_requests_recycles_workers(serve):
+    server = serve("tests.apps:pid", "--max-requests", "5", workers=1)
+    pids = {int(get(server)[1]) for _ in range(12)}
+    assert len(pids) >= 2
+    server.wait_workers(1)
+
+
+def test_app_import_error_stops_without_respawning(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    proc = subprocess.run([*FORKWSGI, "-b", "127.0.0.1:0", "-w", "3", "tests.apps_broken:app"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    output = proc.stderr + proc.stdout
+    assert "tests.apps_broken" in output
+    assert "this_module_does_not_exist" in output
+    assert output.count("failed to load the application") <= 3
+
+
+def test_preload_import_error_is_reported_before_forking(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    proc = subprocess.run([*FORKWSGI, "--preload", "-b", "127.0.0.1:0", "tests.apps_broken:app"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "this_module_does_not_exist" in proc.stderr + proc.stdout
+
+
+def test_hup_with_a_broken_app_keeps_the_old_workers(serve, tmp_path):
+    module = tmp_path / "flaky_app.py"
+    module.write_text("def app(environ, start_response):\n"
+                      "    start_response('200 OK', [])\n"
+                      "    return [b'v1']\n")
+    server = serve("flaky_app:app", "--pythonpath", str(tmp_path), workers=2)
+    before = {w.pid for w in server.wait_workers(2)}
+    module.write_text("raise ImportError('v2 is broken')\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("reload failed", timeout=30)
+    assert get(server) == (200, b"v1")
+    wait_until(lambda: {w.pid for w in server.workers()} == before, what="only the old workers")
+
+
+def test_winch_stops_workers_and_hup_brings_them_back(serve):
+    server = serve("tests.apps:pid", workers=2)
+    server.signal(signal.SIGWINCH)
+    server.wait_workers(0)
+    assert server.process.is_running()
+    server.signal(signal.SIGHUP)
+    server.wait_workers(2)
+    assert get(server)[0] == 200
+
+
+def test_pidfile_written_and_removed(serve, tmp_path):
+    pid_path = tmp_path / "run" / "app.pid"
+    pid_path.parent.mkdir()
+    server = serve("tests.apps:hello", "-p", str(pid_path))
+    assert int(pid_path.read_text()) == server.pid
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    assert not pid_path.exists()
+
+
+def test_quit_is_a_quick_stop(serve):
+    server = serve("tests.apps:slow", workers=1)
+    threading.Thread(target=lambda: _swallow(get, server, "/?seconds=60", 30), daemon=True).start()
+    wait_until(lambda: _busy(server) == 1, what="a busy worker")
+    workers = server.workers()
+    server.signal(signal.SIGQUIT)
+    assert server.wait_exit(15) == 0
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PID namespaces are Linux")
+def test_pid_1_reaps_orphans_and_stops_on_term(tmp_path):
+    from tests.conftest import free_port
+
+    if subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot create a PID namespace here")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    log = open(tmp_path / "pid1.log", "wb")
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *FORKWSGI, "-b",
+                             f"127.0.0.1:{port}", "-w", "2", "tests.apps:spawn_orphan"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        unshare = psutil.Process(proc.pid)
+        arbiter = wait_until(lambda: unshare.children() and unshare.children()[0],
+                             what="the arbiter")
+        wait_until(lambda: len(arbiter.children()) == 2, what="two workers")
+
+        class Target:
+            host = "127.0.0.1"
+
+        Target.port = port
+
+        wait_until(lambda: _try_get(Target), what="the server to answer")
+        for _ in range(5):
+            assert get(Target)[0] == 200
+
+        def no_zombies():
+            kids = arbiter.children()
+            return all(k.status() != psutil.STATUS_ZOMBIE for k in kids) and len(kids) == 2
+
+        wait_until(no_zombies, what="orphans reaped by PID 1")
+        arbiter.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        for p in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+            _swallow(p.kill)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        log.close()
+
+
+def _try_get(target) -> bool:
+    try:
+        return get(target)[0] == 200
+    except OSError:
+        return False
