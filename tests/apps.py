@@ -61,3 +61,111 @@ def spawn_orphan(environ, start_response):
 def crash(environ, start_response):
     """Kills its own worker mid-request (a segfault stand-in)."""
     os._exit(1)
+
+
+def stream(environ, start_response):
+    """A body of unknown length: chunked on HTTP/1.1, close-delimited on HTTP/1.0."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    for index in range(5):
+        yield b"part %d\n" % index
+
+
+def writer(environ, start_response):
+    """The legacy write() callable, then an iterable."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"written ")
+    return [b"returned"]
+
+
+def status(environ, start_response):
+    """/CODE answers that status, with a body the server must drop when it has none."""
+    code = environ["PATH_INFO"].strip("/") or "200"
+    reasons = {"204": "No Content", "304": "Not Modified", "200": "OK", "404": "Not Found"}
+    start_response(f"{code} {reasons.get(code, 'Whatever')}", [("Content-Type", "text/plain")])
+    return [b"a body"]
+
+
+def bad_header(environ, start_response):
+    """Tries response splitting through a header value: the server must answer 500."""
+    start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: stolen=1")])
+    return [b"never sent"]
+
+
+def hop_by_hop(environ, start_response):
+    start_response("200 OK", [("Connection", "keep-alive"), ("Content-Length", "2")])
+    return [b"no"]
+
+
+def fail_after_headers(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first part\n"
+    raise RuntimeError("failed mid-body on purpose")
+
+
+def _marker(environ) -> str | None:
+    query = environ.get("QUERY_STRING", "")
+    return query.split("=", 1)[1] if query.startswith("marker=") else None
+
+
+class _ClosingBody:
+    """An iterable whose close() leaves a file behind, so a test can see it was called."""
+
+    def __init__(self, path, parts):
+        self.path = path
+        self.parts = parts
+
+    def __iter__(self):
+        for part in self.parts:
+            time.sleep(0.05)
+            yield part
+
+    def close(self):
+        if self.path:
+            with open(self.path, "w") as fh:
+                fh.write("closed")
+
+
+def closing(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _ClosingBody(_marker(environ), [b"x" * 65536] * 200)
+
+
+def sendfile(environ, start_response):
+    """wsgi.file_wrapper over a real file (sendfile) or a BytesIO (iteration)."""
+    import io
+
+    if environ["PATH_INFO"] == "/bytesio":
+        body = io.BytesIO(b"0123456789" * 1000)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    else:
+        body = open(__file__, "rb")  # noqa: SIM115 - the server closes it via close()
+        size = os.fstat(body.fileno()).st_size
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(size))])
+    return environ["wsgi.file_wrapper"](body, 4096)
+
+
+def reject_upload(environ, start_response):
+    """Answers 413 without reading the body: an Expect: 100-continue client never sends it."""
+    start_response("413 Content Too Large", [("Content-Type", "text/plain"),
+                                             ("Content-Length", "9")])
+    return [b"too large"]
+
+
+def read_lines(environ, start_response):
+    """Reads wsgi.input line by line and answers the line count and total."""
+    lines = list(environ["wsgi.input"])
+    body = b"%d lines, %d bytes" % (len(lines), sum(map(len, lines)))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def body_error(environ, start_response):
+    """Reads the body and reports the error the server raised, if any."""
+    try:
+        data = environ["wsgi.input"].read()
+        body = b"read %d" % len(data)
+    except OSError as exc:
+        body = f"error: {type(exc).__name__}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]

@@ -26,8 +26,6 @@ from forkwsgi.response import AppError, FileWrapper, Response
 
 log = logging.getLogger("forkwsgi.error")
 
-DRAIN_LIMIT = 65536  # unread body bytes we discard to keep a connection; more -> close
-
 _ERROR_500 = (b"HTTP/1.1 500 Internal Server Error\r\n"
               b"Content-Type: text/plain; charset=utf-8\r\n"
               b"Content-Length: %d\r\nConnection: close\r\n\r\n")
@@ -63,7 +61,7 @@ class Dispatcher:
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
                             head.keep_alive and self.keep_alive and self.worker.alive,
-                            self.server_header)
+                            self.server_header, body)
         keep = True
         try:
             if self.pre_request is not None:
@@ -82,7 +80,7 @@ class Dispatcher:
             keep = False
             self._app_failed(environ, response, sys.exc_info())
         if keep:
-            keep = response.keep_alive and response.complete and body.drain(DRAIN_LIMIT)
+            keep = response.keep_alive and response.complete and body.drain()
         self.slot.done(time.monotonic())
         status = response.status or "500 Internal Server Error"
         if self.post_request is not None:

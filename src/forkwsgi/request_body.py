@@ -18,6 +18,7 @@ from forkwsgi.netio import ClientDisconnected, recv_into_some, recv_some, send_a
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 65536
+DRAIN_LIMIT = 65536  # unread body bytes discarded to keep a connection; more -> close
 
 
 class BodyError(OSError):
@@ -198,7 +199,16 @@ class RequestBody:
     def finished(self) -> bool:
         return (self._eof or (self._chunked is None and self._remaining <= 0)) and not self._buf
 
-    def drain(self, limit: int) -> bool:
+    def can_drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        """Will ``drain(limit)`` be able to make the connection reusable? (Before the
+        response head goes out, so it can say ``Connection: close`` when not.)"""
+        if self.finished:
+            return True
+        if self._continue:
+            return False
+        return self._chunked is not None or self._remaining <= limit
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> bool:
         """Discard the unread body, up to ``limit`` bytes; False if it could not be drained
         (too big, broken, or the client never got its 100 Continue) — then close."""
         if self.finished:

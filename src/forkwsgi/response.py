@@ -84,10 +84,10 @@ class Response:
 
     __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
                  "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
-                 "extra")
+                 "body")
 
     def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
-                 keep_alive: bool, server_header: bytes) -> None:
+                 keep_alive: bool, server_header: bytes, body=None) -> None:
         self.sock = sock
         self.timeout = timeout
         self.http11 = http11
@@ -101,7 +101,7 @@ class Response:
         self.chunked = False
         self.sent = 0  # body bytes sent (before chunk framing)
         self.status_code = 0
-        self.extra = b""  # server-added header lines
+        self.body = body  # the request body: unread and not drainable means we must close
 
     # --- PEP 3333 callables ---------------------------------------------------------------
 
@@ -166,19 +166,23 @@ class Response:
         lines = [f"HTTP/1.1 {status}\r\n"]
         lines.extend([f"{name}: {value}\r\n" for name, value in headers])
         extra = date_header() + self.server_header
-        bodyless = self.head_only or code < 200 or code == 204 or code == 304
         if length is not None:
             self.length = length
-        elif bodyless:
-            pass
+        elif code < 200 or code == 204 or code == 304:
+            pass  # RFC 9110 sections 8.6, 15.3.5, 15.4.5: no body, no length
         elif body_length is not None:
+            # HEAD gets the length a GET would have had (RFC 9110 section 9.3.2)
             extra += b"Content-Length: %d\r\n" % body_length
             self.length = body_length
+        elif self.head_only:
+            pass
         elif self.http11:
             self.chunked = True
             extra += b"Transfer-Encoding: chunked\r\n"
         else:
             self.keep_alive = False  # HTTP/1.0 and unknown length: the close ends the body
+        if self.keep_alive and self.body is not None and not self.body.can_drain():
+            self.keep_alive = False
         if not self.keep_alive:
             extra += b"Connection: close\r\n"
         elif not self.http11:
@@ -229,6 +233,8 @@ class Response:
             self._send_head(body, len(body))
         else:
             self._send_body(body)
+            if self.chunked:
+                send_all(self.sock, b"0\r\n\r\n", self.timeout)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """sendfile() a regular file; False if it must be iterated instead."""

@@ -1,0 +1,437 @@
+"""HTTP/1.1 and PEP 3333 behaviour of the real server, seen from raw sockets.
+
+Framing, persistence, pipelining, 100-continue, error answers, forwarded
+headers, and the app-side contract (write(), close(), file_wrapper).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.http_client import Reader, exchange
+
+GET = b"GET %s HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def environ_of(reply) -> dict:
+    assert reply.status == 200, reply
+    return json.loads(reply.body)
+
+
+# --- persistence and framing ------------------------------------------------------------------
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server):
+    with server.connect() as sock:
+        reader = Reader(sock)
+        ports = set()
+        for index in range(20):
+            sock.sendall(GET % b"/n/%d" % index)
+            reply = reader.read()
+            env = environ_of(reply)
+            assert env["PATH_INFO"] == f"/n/{index}"
+            assert reply.header("Connection") is None
+            ports.add(env["REMOTE_PORT"])
+        assert len(ports) == 1
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    with server.connect() as sock:
+        sock.sendall(b"".join(GET % f"/p{i}".encode() for i in range(10))
+                     + b"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+                     + GET % b"/last")
+        reader = Reader(sock)
+        paths = [environ_of(reader.read())["PATH_INFO"] for _ in range(10)]
+        assert paths == [f"/p{i}" for i in range(10)]
+        post = environ_of(reader.read())
+        assert (post["PATH_INFO"], post["body"]) == ("/post", "hello")
+        assert environ_of(reader.read())["PATH_INFO"] == "/last"
+
+
+def test_connection_close_from_the_client_is_honoured(server):
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.header("Connection") == "close"
+        assert reader.closed()
+
+
+def test_http10_closes_unless_keep_alive_is_asked_for(server):
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reader = Reader(sock)
+        env = environ_of(reader.read())
+        assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+        assert reader.closed()
+    with server.connect() as sock:
+        reader = Reader(sock)
+        for _ in range(3):
+            sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            reply = reader.read()
+            assert reply.header("Connection") == "keep-alive"
+
+
+def test_unknown_length_is_chunked_on_11_and_close_delimited_on_10(serve):
+    server = serve("tests.apps:stream")
+    reply = exchange(server, GET % b"/")
+    assert reply.framing == "chunked"
+    assert reply.body == b"".join(b"part %d\n" % i for i in range(5))
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = Reader(sock).read()
+        assert reply.framing == "close"
+        assert reply.header("Connection") == "close"
+        assert reply.body.endswith(b"part 4\n")
+
+
+def test_head_and_bodyless_statuses_send_no_body(serve):
+    server = serve("tests.apps:status")
+    with server.connect() as sock:
+        reader = Reader(sock)
+        sock.sendall(b"HEAD /200 HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = reader.read(head_request=True)
+        assert head.status == 200 and head.header("Content-Length") == "6"
+        for code in (204, 304):
+            sock.sendall(GET % f"/{code}".encode())
+            reply = reader.read()
+            assert reply.status == code
+            assert reply.header("Content-Length") is None
+            assert reply.header("Transfer-Encoding") is None
+        # nothing stray was sent: the next response parses cleanly on the same connection
+        sock.sendall(GET % b"/200")
+        assert reader.read().body == b"a body"
+
+
+def test_date_and_server_headers_and_turning_server_off(serve):
+    reply = exchange(serve("tests.apps:hello"), GET % b"/")
+    assert reply.header("Server") == "forkwsgi"
+    assert reply.header("Date").endswith(" GMT")
+    quiet = exchange(serve("tests.apps:hello", "--no-server-header"), GET % b"/")
+    assert quiet.header("Server") is None
+
+
+def test_write_callable_then_iterable(serve):
+    reply = exchange(serve("tests.apps:writer"), GET % b"/")
+    assert reply.body == b"written returned"
+
+
+def test_file_wrapper_sends_real_files_and_falls_back_for_others(serve):
+    from pathlib import Path
+
+    server = serve("tests.apps:sendfile")
+    expected = (Path(__file__).parent / "apps.py").read_bytes()
+    reply = exchange(server, GET % b"/file")
+    assert reply.body == expected
+    assert reply.header("Content-Length") == str(len(expected))
+    fallback = exchange(server, GET % b"/bytesio")
+    assert fallback.body == b"0123456789" * 1000
+
+
+# --- the app misbehaves -----------------------------------------------------------------------
+
+
+def test_app_exception_is_a_500_with_traceback_in_the_log_only(serve):
+    server = serve("tests.apps:boom")
+    reply = exchange(server, GET % b"/")
+    assert reply.status == 500
+    assert reply.header("Connection") == "close"
+    assert b"boom" not in reply.body and b"Traceback" not in reply.body
+    log = server.wait_log("RuntimeError: boom")
+    assert "Traceback" in log
+    assert exchange(server, GET % b"/again").status == 500  # the worker lives on
+    assert len(server.workers()) == 1
+
+
+def test_debug_shows_the_traceback(serve):
+    reply = exchange(serve("tests.apps:boom", "--debug"), GET % b"/")
+    assert reply.status == 500 and b"RuntimeError: boom" in reply.body
+
+
+def test_failure_after_headers_closes_the_connection(serve):
+    server = serve("tests.apps:fail_after_headers")
+    pid = server.wait_workers(1)[0].pid
+    with server.connect() as sock:
+        sock.sendall(GET % b"/")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert b"first part" in data
+    assert not data.endswith(b"0\r\n\r\n")  # the chunked body was cut, not ended
+    server.wait_log("failed mid-body on purpose")
+    assert [w.pid for w in server.workers()] == [pid]
+
+
+@pytest.mark.parametrize("app", ["bad_header", "hop_by_hop"])
+def test_invalid_response_headers_are_a_500(serve, app):
+    server = serve(f"tests.apps:{app}")
+    reply = exchange(server, GET % b"/")
+    assert reply.status == 500
+    assert b"Set-Cookie: stolen" not in reply.raw_head
+    assert reply.header("X-Evil") is None
+
+
+def test_close_is_called_when_the_client_disconnects(serve, tmp_path):
+    server = serve("tests.apps:closing")
+    marker = tmp_path / "closed"
+    with server.connect() as sock:
+        sock.sendall(GET % f"/?marker={marker}".encode())
+        sock.recv(1000)  # the response has started
+    wait_until(marker.exists, what="close() to be called")
+    assert len(server.workers()) == 1
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+def test_chunked_request_body_is_decoded(server):
+    raw = (b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n")
+    env = environ_of(exchange(server, raw))
+    assert env["body"] == "hello world"
+    assert "CONTENT_LENGTH" not in env
+    assert env["wsgi.input_terminated"] is True
+
+
+def test_readline_iteration_over_the_body(serve):
+    server = serve("tests.apps:read_lines")
+    body = b"one\ntwo\nthree"
+    raw = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    assert exchange(server, raw).body == b"3 lines, 13 bytes"
+
+
+def test_100_continue_is_sent_only_when_the_app_reads(server):
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        interim = reader.read()
+        assert interim.status == 100
+        sock.sendall(b"data")
+        assert environ_of(reader.read())["body"] == "data"
+
+
+def test_an_app_that_rejects_never_asks_for_the_upload(serve):
+    server = serve("tests.apps:reject_upload")
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 413
+        assert b"100 Continue" not in reply.raw_head
+        # the body never came, so the connection cannot be reused: it is closed
+        assert reply.header("Connection") == "close"
+        assert reader.closed()
+
+
+def test_unread_small_body_is_drained_and_the_connection_kept(serve):
+    server = serve("tests.apps:hello")
+    with server.connect() as sock:
+        reader = Reader(sock)
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789")
+        assert reader.read().status == 200
+        sock.sendall(GET % b"/")
+        assert reader.read().status == 200
+
+
+def test_body_over_the_limit_is_413(serve):
+    server = serve("tests.apps:echo", "--limit-request-body", "100")
+    reply = exchange(server, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n")
+    assert reply.status == 413
+    assert reply.header("Connection") == "close"
+
+
+def test_body_timeout_gives_the_app_an_error_and_the_worker_lives(serve):
+    server = serve("tests.apps:body_error", "--body-timeout", "1")
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        reply = Reader(sock).read()
+        assert reply.body.startswith(b"error: ")
+    assert exchange(server, GET % b"/").status == 200
+
+
+# --- slow and idle clients --------------------------------------------------------------------
+
+
+def test_header_timeout_answers_408(serve):
+    server = serve("tests.apps:hello", "--header-timeout", "1")
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # never finishes the head
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 408
+        assert reply.header("Connection") == "close"
+    with server.connect() as silent:
+        assert Reader(silent).read().status == 408
+
+
+def test_idle_keep_alive_connection_is_closed_quietly(serve):
+    server = serve("tests.apps:hello", "--keep-alive", "1")
+    with server.connect() as sock:
+        sock.sendall(GET % b"/")
+        reader = Reader(sock)
+        assert reader.read().status == 200
+        assert reader.closed(timeout=15)
+        assert reader.buf == b""
+
+
+def test_newcomer_is_served_while_keep_alive_clients_hammer_one_worker(serve):
+    """50 persistent clients keep one worker busy; a newcomer is still answered, and the
+    50 are all still connected and being served when it is."""
+    server = serve("tests.apps:hello", workers=1)
+    clients = []
+    for _ in range(50):
+        sock = server.connect()
+        clients.append((sock, Reader(sock)))
+    newcomer_answered = False
+    rounds = 0
+    newcomer = None
+    while not newcomer_answered and rounds < 200:
+        rounds += 1
+        for sock, _reader in clients:
+            sock.sendall(GET % b"/")
+        if newcomer is None:
+            newcomer = server.connect()
+            newcomer.sendall(b"GET /new HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            newcomer_reader = Reader(newcomer)
+            newcomer.settimeout(0.0)
+        for _sock, reader in clients:
+            assert reader.read().status == 200
+        try:
+            newcomer_answered = newcomer_reader.read().status == 200
+        except (BlockingIOError, EOFError):
+            pass
+    assert newcomer_answered and rounds <= 3, f"the newcomer waited {rounds} rounds"
+    for sock, _ in clients:
+        sock.close()
+    newcomer.close()
+
+
+def test_slowloris_does_not_pin_the_worker(serve):
+    """500 connections dribbling a head; normal clients on the same 1 worker still succeed."""
+    server = serve("tests.apps:hello", "--header-timeout", "30", workers=1)
+    loris = []
+    for index in range(500):
+        sock = server.connect()
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-%d: " % index)
+        loris.append(sock)
+    ok = 0
+    latencies = []
+    for _ in range(100):
+        start = time.monotonic()
+        try:
+            reply = exchange(server, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            ok += reply.status == 200
+        except OSError:
+            pass
+        latencies.append(time.monotonic() - start)
+        for sock in loris[:50]:
+            sock.sendall(b"a")  # keep dribbling
+    for sock in loris:
+        sock.close()
+    assert ok >= 95
+    latencies.sort()
+    print(f"slowloris: {ok}/100 ok, p99 {latencies[98] * 1000:.1f} ms")
+
+
+# --- environ ----------------------------------------------------------------------------------
+
+
+def test_environ_basics(server):
+    raw = (b"GET /caf%C3%A9/x%2Fy?q=1&r=%20 HTTP/1.1\r\nHost: example.com:8080\r\n"
+           b"Content-Type: text/plain\r\nX-Dup: a\r\nX-Dup: b\r\nCookie: a=1\r\nCookie: b=2\r\n"
+           b"X_Spoof: 1\r\n\r\n")
+    env = environ_of(exchange(server, raw))
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["PATH_INFO"] == "/caf\xc3\xa9/x/y"  # latin-1 "bytes in a str" (PEP 3333)
+    assert env["QUERY_STRING"] == "q=1&r=%20"
+    assert env["RAW_URI"] == "/caf%C3%A9/x%2Fy?q=1&r=%20"
+    assert env["HTTP_HOST"] == "example.com:8080"
+    assert env["CONTENT_TYPE"] == "text/plain"
+    assert "HTTP_CONTENT_TYPE" not in env
+    assert env["HTTP_X_DUP"] == "a, b"
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+    assert "HTTP_X_SPOOF" not in env
+    assert env["SCRIPT_NAME"] == ""
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.multithread"] is False
+    assert env["wsgi.multiprocess"] is False
+    assert env["wsgi.run_once"] is False
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["SERVER_PORT"] == str(server.port)
+
+
+def test_absolute_form_target_sets_the_host(server):
+    raw = b"GET http://other.example/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n"
+    env = environ_of(exchange(server, raw))
+    assert (env["HTTP_HOST"], env["PATH_INFO"], env["QUERY_STRING"]) == \
+        ("other.example", "/abs", "x=1")
+
+
+FORWARDED = (b"GET / HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 6.6.6.6, 10.0.0.7\r\n"
+             b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\n\r\n")
+
+
+def test_forwarded_headers_from_a_trusted_peer(server):
+    env = environ_of(exchange(server, FORWARDED))
+    assert env["REMOTE_ADDR"] == "10.0.0.7"  # the right-most: what the proxy itself saw
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTP_HOST"] == "shop.example"
+    rfc7239 = (b"GET / HTTP/1.1\r\nHost: inner\r\n"
+               b'Forwarded: for=6.6.6.6, for="[2001:db8::1]:4711";proto=https;host=a.example'
+               b"\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n")
+    env = environ_of(exchange(server, rfc7239))
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"], env["HTTP_HOST"]) == \
+        ("2001:db8::1", "https", "a.example")
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_ignored(serve):
+    server = serve("tests.apps:echo", "--forwarded-allow-ips", "10.1.2.3")
+    env = environ_of(exchange(server, FORWARDED))
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_HOST"] == "inner"
+    assert env["HTTP_X_FORWARDED_FOR"] == "6.6.6.6, 10.0.0.7"
+
+
+def test_ipv6_and_unix_listeners(serve, tmp_path):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    server = serve("tests.apps:echo", host="::1")
+    env = environ_of(exchange(server, GET % b"/"))
+    assert env["REMOTE_ADDR"] == "::1"
+    path = tmp_path / "fw.sock"
+    unix = serve("tests.apps:echo", "-b", f"unix:{path}", bind=False, wait=False)
+    wait_until(path.exists, what="the unix socket")
+    with socket.socket(socket.AF_UNIX) as sock:
+        wait_until(lambda: sock.connect_ex(str(path)) == 0, what="the unix listener")
+        sock.sendall(GET % b"/unix")
+        env = environ_of(Reader(sock).read())
+        assert env["PATH_INFO"] == "/unix" and env["REMOTE_ADDR"] == ""
+    unix.signal(15)
+    assert unix.wait_exit(30) == 0
+    assert not path.exists()
+
+
+def test_bad_request_gets_400_and_the_worker_keeps_serving(server):
+    for raw in (b"GET / HTTP/1.1\r\n\r\n",  # no Host
+                b"GET / HTTP/1.1\nHost: t\n\n",  # bare LF
+                b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"):
+        reply = exchange(server, raw)
+        assert reply.status == 400, raw
+        assert reply.header("Connection") == "close"
+    assert environ_of(exchange(server, GET % b"/")).get("PATH_INFO") == "/"
