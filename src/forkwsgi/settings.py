@@ -1,7 +1,8 @@
 """The one table of settings.
 
 Owns: every setting forkwsgi has, as a row of (name, CLI flags, converter,
-default, section, help). The CLI options, the ``FORKWSGI_*`` environment
+default, section, help), the APP spec included (row ``app``, the positional
+argument on the command line). The CLI options, the ``FORKWSGI_*`` environment
 variables, the config-file keys and docs/settings.md are all generated from
 this table; nothing else in the package may invent a setting.
 
@@ -369,12 +370,19 @@ GUNICORN_NAMES: dict[str, str] = {
 }
 
 
+def closest(name: str) -> str | None:
+    """The setting ``name`` probably meant (a near miss or a gunicorn name), or None."""
+    key = name.lower().replace("-", "_")
+    if key in GUNICORN_NAMES:
+        return GUNICORN_NAMES[key]
+    close = difflib.get_close_matches(key, BY_NAME, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def suggest(name: str) -> str:
     """`` (did you mean 'workers'?)`` for a near miss or a gunicorn name, else ''."""
-    key = name.lower().replace("-", "_")
-    close = [GUNICORN_NAMES[key]] if key in GUNICORN_NAMES else difflib.get_close_matches(
-        key, BY_NAME, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    match = closest(name)
+    return f" (did you mean '{match}'?)" if match else ""
 
 
 def default_text(row: Setting) -> str:
@@ -403,8 +411,8 @@ def convert(name: str, value: Any) -> Any:
 
 
 class Config(SimpleNamespace):
-    """Resolved settings: one attribute per row, plus ``app`` (the APP spec) and
-    ``config_file`` (where file settings came from, if anywhere)."""
+    """Resolved settings: one attribute per row (``app`` is the APP spec), plus
+    ``config_file`` (the absolute path file settings came from, or None)."""
 
     app: str | None
     config_file: str | None

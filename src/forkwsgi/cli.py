@@ -1,0 +1,212 @@
+"""The command line: argv -> Config -> Arbiter.
+
+Owns: the click command, generated from ``settings.SETTINGS`` (one option per
+row with flags; booleans as ``--x/--no-x``; repeatable rows repeat), the
+options that are not settings (``-c/--config``, ``--check-config``,
+``--print-config``, ``--version``), turning every usage or configuration
+mistake into one ``forkwsgi: error: ...`` line with exit status 2, and the
+order of start-up side effects: ``env`` into os.environ, then chdir and
+sys.path, then the arbiter.
+
+Exit statuses: 0 success; 1 the configuration is valid but the application
+cannot be loaded (``--check-config``) or the server failed; 2 the command
+line or the configuration is wrong.
+
+Must never: hand-write an option for a setting, decide precedence (that is
+``config.resolve``), or start the arbiter for ``--check-config`` or
+``--print-config``. click only parses here; it never runs the server, so its
+KeyboardInterrupt handling cannot wrap the arbiter.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import click
+
+from forkwsgi import __version__, settings
+from forkwsgi.config import ConfigError, dump, resolve
+from forkwsgi.loader import AppLoadError, load_app, prepare_import_path
+from forkwsgi.settings import SETTINGS, Config, Setting, SettingError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PROG = "forkwsgi"
+
+HELP = """Serve the WSGI application APP (e.g. myapp:app or 'myapp:create_app()')
+with pre-forked worker processes.
+
+\b
+Every option is also an environment variable FORKWSGI_<NAME> and a config
+file key <name> (see docs/settings.md). Precedence: command line >
+environment > config file > default. The config file is -c FILE, else
+./forkwsgi.toml, else [tool.forkwsgi] in ./pyproject.toml.
+"""
+
+_METAVARS = {
+    settings.to_int: "INT", settings.to_positive_int: "INT", settings.to_nonneg_int: "INT",
+    settings.to_seconds: "SECONDS", settings.to_workers: "INT|auto", settings.to_umask: "MODE",
+    settings.to_env: "KEY=VALUE", settings.to_bind_list: "ADDRESS", settings.to_list: "LIST",
+    settings.to_access_logformat: "FORMAT",
+}
+
+
+# --- the command, generated from the table ---------------------------------------------------
+
+
+def _option(row: Setting) -> click.Option:
+    default = settings.default_text(row)
+    # click would show a default only by using it; ours must stay None ("not given").
+    text = f"{row.help}  [default: {default}]" if default else row.help
+    if row.is_flag:
+        decls = [f"{flag}/--no-{flag[2:]}" for flag in row.flags if flag.startswith("--")]
+        return click.Option([*decls, row.name], default=None, help=text)
+    choices = getattr(row.convert, "choices", None)
+    metavar = "[" + "|".join(choices) + "]" if choices else _METAVARS.get(row.convert, "TEXT")
+    # Every value stays a raw string here: settings.convert is the one converter, so the
+    # command line, the environment and the file report a bad value the same way.
+    return click.Option([*row.flags, row.name], default=None, multiple=row.multiple,
+                        metavar=metavar, help=text)
+
+
+def build_command() -> click.Command:
+    params: list[click.Parameter] = [click.Argument(["app"], required=False, metavar="APP")]
+    params += [_option(row) for row in SETTINGS if row.flags]
+    params += [
+        click.Option(["-c", "--config", "config"], default=None, metavar="FILE",
+                     help="Config file: TOML, or Python (*.py) which may also define hooks. "
+                          "Also FORKWSGI_CONFIG."),
+        click.Option(["--check-config"], is_flag=True, default=False,
+                     help="Load the configuration and import the application once, then exit: "
+                          "0 if both work, 1 if the application fails to load, 2 if the "
+                          "configuration is wrong."),
+        click.Option(["--print-config"], is_flag=True, default=False,
+                     help="Print the resolved settings as TOML and exit."),
+    ]
+    command = click.Command(PROG, params=params, help=HELP,
+                            context_settings={"help_option_names": ["-h", "--help"],
+                                              "max_content_width": 100})
+    return click.version_option(__version__, "--version", prog_name=PROG,
+                                message="%(prog)s %(version)s")(command)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _error(message: str) -> None:
+    click.echo(f"{PROG}: error: {message}", err=True)
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    """click's (multi-line) usage error as one line that names the option."""
+    if isinstance(exc, click.NoSuchOption):
+        return f"unknown option '{exc.option_name}'{_flag_suggestion(exc)}"
+    message = " ".join(exc.format_message().split())
+    return message[:1].lower() + message[1:].rstrip(".")
+
+
+def _flag_suggestion(exc: click.NoSuchOption) -> str:
+    # The table knows gunicorn's names (--accesslog) and settings without a short form;
+    # click only knows near-miss spellings of our flags.
+    name = settings.closest(exc.option_name.lstrip("-"))
+    longs = [flag for flag in settings.BY_NAME[name].flags if flag.startswith("--")] if name else []
+    if longs:
+        return f" (did you mean '{longs[0]}'?)"
+    return f" (did you mean '{exc.possibilities[0]}'?)" if exc.possibilities else ""
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``forkwsgi`` console script."""
+    sys.exit(run(list(sys.argv[1:] if argv is None else argv)))
+
+
+def run(argv: list[str]) -> int:
+    """Everything ``main`` does, returning the exit status."""
+    try:
+        with build_command().make_context(PROG, argv) as ctx:
+            params = dict(ctx.params)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.ClickException as exc:
+        _error(_usage_line(exc))
+        return EXIT_USAGE
+    cli_values = {row.name: _raw(params[row.name]) for row in SETTINGS
+                  if row.flags and params[row.name] not in (None, ())}
+    start_dir = os.getcwd()
+    reload_config = functools.partial(resolve, cli_values, params["app"], params["config"],
+                                      os.environ, search_dir=start_dir)
+    try:
+        cfg = reload_config()
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    if params["print_config"]:
+        click.echo(dump(cfg), nl=False)
+        if not params["check_config"]:
+            return EXIT_OK
+    if cfg.app is None:
+        _error("no application: give APP (e.g. 'myapp:app'), FORKWSGI_APP, "
+               "or app = \"...\" in the config file")
+        return EXIT_USAGE
+    if params["check_config"]:
+        return check(cfg)
+    return serve(cfg, reload_config)
+
+
+def _raw(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def apply_env(cfg: Config) -> None:
+    """The ``env`` setting into os.environ: before anything of the application loads."""
+    os.environ.update(cfg.env)
+
+
+def check(cfg: Config) -> int:
+    """--check-config: what start-up would load, without binding or forking."""
+    from forkwsgi.logs import load_log_config
+
+    apply_env(cfg)
+    try:
+        if cfg.log_config:
+            load_log_config(cfg.log_config)
+    except SettingError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    try:
+        prepare_import_path(cfg)
+        app = load_app(cfg.app)
+    except AppLoadError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+    where = getattr(sys.modules.get(getattr(app, "__module__", "") or ""), "__file__", None)
+    click.echo(f"{PROG}: configuration OK; application {cfg.app!r} loaded"
+               + (f" from {where}" if where else ""))
+    return EXIT_OK
+
+
+def serve(cfg: Config, reload_config: Callable[[], Config]) -> int:
+    """Start-up side effects in order, then hand over to the arbiter."""
+    from forkwsgi.logs import setup_error_log
+
+    apply_env(cfg)
+    try:
+        setup_error_log(cfg)
+    except (SettingError, OSError) as exc:
+        _error(str(exc) if isinstance(exc, SettingError)
+               else f"cannot open log file {exc.filename}: {exc.strerror}")
+        return EXIT_USAGE
+    try:
+        prepare_import_path(cfg)
+    except AppLoadError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+    from forkwsgi.arbiter import Arbiter  # imported late: --check-config never needs it
+
+    return Arbiter(cfg, reload_config=reload_config).run()

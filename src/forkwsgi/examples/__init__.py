@@ -1,0 +1,1 @@
+"""Example WSGI applications shipped with forkwsgi: ``forkwsgi forkwsgi.examples.hello:app``."""

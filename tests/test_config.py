@@ -1,0 +1,220 @@
+"""config.resolve and the settings converters, as plain functions."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from forkwsgi import settings
+from forkwsgi.config import ConfigError, dump, read_environ, resolve
+from forkwsgi.settings import SettingError, convert
+
+
+def resolve_in(directory: Path, cli: dict | None = None, app: str | None = "m:app",
+               config: str | None = None, environ: dict | None = None):
+    return resolve(cli or {}, app, config, environ or {}, search_dir=str(directory))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# --- converters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, raw, value", [
+    ("workers", "4", 4),
+    ("workers", 4, 4),
+    ("workers", " 2 ", 2),
+    ("workers", "auto", settings.available_cpus()),
+    ("workers", "AUTO", settings.available_cpus()),
+    ("timeout", "2.5", 2.5),
+    ("timeout", 3, 3.0),
+    ("debug", "yes", True),
+    ("debug", "off", False),
+    ("debug", True, True),
+    ("umask", "027", 0o027),
+    ("umask", 0o027, 0o027),
+    ("pythonpath", "a, b,,c", ["a", "b", "c"]),
+    ("pythonpath", ["a,b", "c"], ["a", "b", "c"]),
+    ("bind", ["[::1]:80", "unix:/a,b"], ["[::1]:80", "unix:/a,b"]),
+    ("env", ["A=1", "B=x=y"], {"A": "1", "B": "x=y"}),
+    ("env", {"A": 1}, {"A": "1"}),
+    ("access_logfile", "", None),
+    ("log_level", "DEBUG", "debug"),
+    ("app", "pkg.mod:create_app('x', n=[1, 2])", "pkg.mod:create_app('x', n=[1, 2])"),
+    ("access_logformat", "json", "json"),
+])
+def test_converters_accept(name, raw, value):
+    assert convert(name, raw) == value
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("workers", "x", "expected an integer, got 'x'"),
+    ("workers", 0, "must be >= 1, got 0"),
+    ("workers", True, "expected an integer"),
+    ("timeout", "-1", "must be a number of seconds >= 0"),
+    ("timeout", "nan", "must be a number of seconds >= 0"),
+    ("debug", "maybe", "expected true or false"),
+    ("umask", "0999", "expected an octal mode"),
+    ("umask", 0o1000, "must be between 000 and 777"),
+    ("env", ["1A=x"], "expected KEY=VALUE"),
+    ("env", {"BAD KEY": "x"}, "expected KEY=VALUE"),
+    ("bind", [""], "an address is empty"),
+    ("backlog", [1], "expected an integer"),
+    ("log_level", "loud", "expected one of"),
+    ("on_starting", "module:function", "expected a callable"),
+    ("app", "a b:app", "is not a dotted module name"),
+    ("access_logformat", "%(h)s %", "starts no atom"),
+])
+def test_converters_reject_naming_the_setting(name, raw, message):
+    with pytest.raises(SettingError) as info:
+        convert(name, raw)
+    assert str(info.value).startswith(f"invalid value for setting '{name}': ")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_suggest_knows_typos_and_gunicorn_names():
+    assert settings.suggest("wokers") == " (did you mean 'workers'?)"
+    assert settings.suggest("accesslog") == " (did you mean 'access_logfile'?)"
+    assert settings.suggest("loglevel") == " (did you mean 'log_level'?)"
+    assert settings.suggest("completely_different") == ""
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+
+def test_defaults(tmp_path):
+    cfg = resolve_in(tmp_path)
+    for row in settings.SETTINGS:
+        if row.name != "app":
+            assert getattr(cfg, row.name) == row.default, row.name
+    assert cfg.app == "m:app" and cfg.config_file is None
+
+
+def test_precedence(tmp_path):
+    write(tmp_path / "forkwsgi.toml", "workers = 2\ntimeout = 5\nbacklog = 10\n")
+    environ = {"FORKWSGI_WORKERS": "3", "FORKWSGI_TIMEOUT": "6"}
+    cfg = resolve_in(tmp_path, cli={"workers": "4"}, environ=environ)
+    assert (cfg.workers, cfg.timeout, cfg.backlog, cfg.keep_alive) == (4, 6.0, 10, 5.0)
+    assert cfg.config_file == str(tmp_path / "forkwsgi.toml")
+
+
+def test_lists_are_replaced_not_merged(tmp_path):
+    write(tmp_path / "forkwsgi.toml", 'bind = ["a:1", "b:2"]\nenv = { A = "1" }\n')
+    cfg = resolve_in(tmp_path, cli={"bind": ["c:3"], "env": ["B=2"]})
+    assert cfg.bind == ["c:3"] and cfg.env == {"B": "2"}
+
+
+def test_relative_paths_are_from_the_start_directory(tmp_path):
+    write(tmp_path / "c.toml", 'chdir = "site"\n')
+    cfg = resolve_in(tmp_path, config="c.toml")
+    assert cfg.chdir == str(tmp_path / "site")
+    assert cfg.config_file == str(tmp_path / "c.toml")
+
+
+def test_reresolving_reads_the_file_again(tmp_path):
+    conf = write(tmp_path / "forkwsgi.toml", "workers = 2\n")
+    assert resolve_in(tmp_path).workers == 2
+    conf.write_text("workers = 5\n")
+    assert resolve_in(tmp_path).workers == 5
+    conf.write_text("workers = 'five'\n")
+    with pytest.raises(ConfigError):
+        resolve_in(tmp_path)
+
+
+def test_environment_rules():
+    assert read_environ({"PATH": "/bin", "FORKWSGI__INTERNAL": "x", "FORKWSGI_CONFIG": "c"}) == {}
+    assert read_environ({"FORKWSGI_BIND": "a:1  'unix:/x y'"}) == {"bind": ["a:1", "unix:/x y"]}
+    with pytest.raises(ConfigError) as info:
+        read_environ({"FORKWSGI_BIND": "'unbalanced"})
+    assert str(info.value).startswith("FORKWSGI_BIND: invalid value for setting 'bind'")
+    with pytest.raises(ConfigError) as info:
+        read_environ({"FORKWSGI_ON_STARTING": "x"})
+    assert "expected a callable" in str(info.value)
+
+
+def test_unknown_keys_everywhere(tmp_path):
+    write(tmp_path / "a.toml", "[logging]\nlevel = 1\n")
+    with pytest.raises(ConfigError, match=r"a.toml: unknown setting 'logging'"):
+        resolve_in(tmp_path, config="a.toml")
+    write(tmp_path / "b.toml", "accesslog = '-'\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'accesslog' \(did you mean "
+                                          r"'access_logfile'\?\)"):
+        resolve_in(tmp_path, config="b.toml")
+    with pytest.raises(ConfigError, match=r"FORKWSGI_WOKERS: unknown setting 'wokers'"):
+        resolve_in(tmp_path, environ={"FORKWSGI_WOKERS": "1"})
+
+
+def test_python_config_file(tmp_path):
+    write(tmp_path / "conf.py", """\
+        from __future__ import annotations
+        import logging
+        import os
+        from os import environ
+        from pathlib import Path
+
+        LOG_DIR = "/var/log/app"
+        _workers = 3
+        log = logging.getLogger("conf")
+
+        workers = _workers
+        bind = ["127.0.0.1:9000"]
+        access_logfile = LOG_DIR + "/access.log"
+
+        def _helper():
+            return 1
+
+        def make_name():
+            return "helper"
+
+        def post_fork(arbiter, worker):
+            return ("post_fork", worker)
+        """)
+    cfg = resolve_in(tmp_path, config="conf.py")
+    assert cfg.workers == 3 and cfg.bind == ["127.0.0.1:9000"]
+    assert cfg.access_logfile == "/var/log/app/access.log"
+    assert cfg.post_fork(None, 7) == ("post_fork", 7)
+    assert cfg.on_starting is None
+
+
+@pytest.mark.parametrize("body, message", [
+    ("wokers = 2\n", "conf.py: unknown setting 'wokers' (did you mean 'workers'?)"),
+    ("def when_redy(arbiter):\n    pass\n",
+     "conf.py: unknown setting 'when_redy' (did you mean 'when_ready'?)"),
+    ("post_fork = 1\n", "conf.py: invalid value for setting 'post_fork': expected a callable"),
+    ("x = (\n", "conf.py:1: invalid Python: "),
+    ("import os\nraise RuntimeError('no')\n", "conf.py:2: RuntimeError: no"),
+])
+def test_python_config_mistakes(tmp_path, body, message):
+    write(tmp_path / "conf.py", body)
+    with pytest.raises(ConfigError) as info:
+        resolve_in(tmp_path, config="conf.py")
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_toml_syntax_error_has_file_and_line(tmp_path):
+    write(tmp_path / "c.toml", "\n\nworkers = [\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_in(tmp_path, config="c.toml")
+    assert info.value.source.endswith("c.toml:3") or info.value.source.endswith("c.toml:4")
+    assert "invalid TOML" in str(info.value)
+
+
+def test_broken_pyproject_is_not_ours_to_read(tmp_path):
+    write(tmp_path / "pyproject.toml", "this is not toml\n")
+    assert resolve_in(tmp_path).config_file is None
+
+
+def test_dump_round_trips_through_a_toml_file(tmp_path):
+    cfg = resolve_in(tmp_path, cli={"bind": ["[::1]:1", 'unix:/tmp/"q"'], "env": ["A=b c"],
+                                    "umask": "077", "access_logfile": "-", "timeout": "inf"})
+    (tmp_path / "dumped.toml").write_text(dump(cfg))
+    again = resolve_in(tmp_path, config="dumped.toml", app=None)
+    for row in settings.SETTINGS:
+        assert getattr(again, row.name) == getattr(cfg, row.name), row.name
