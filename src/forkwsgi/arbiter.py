@@ -34,6 +34,7 @@ SIG_NAMES = {getattr(signal, "SIG" + name): name.lower() for name in SIGNALS}
 DUMP_GRACE = 1.0  # seconds a hung worker gets to write its stacks before SIGKILL
 QUICK_GRACE = 2.0  # seconds workers get to exit after QUIT/INT before SIGKILL
 MAX_SLEEP = 10.0  # an upper bound on a sleep, in case a deadline is missed
+BOOT_POLL = 0.05  # while a new generation boots, how often to check it is ready
 PARENT_ENV = "FORKWSGI__PARENT"
 
 
@@ -84,9 +85,6 @@ class Arbiter:
 
     def start(self) -> bool:
         cfg = self.cfg
-        from forkwsgi import logs
-
-        logs.setup_error_log(cfg)
         os.umask(cfg.umask)
         self.call_hook("on_starting", self)
         try:
@@ -205,7 +203,8 @@ class Arbiter:
     def sleep_time(self) -> float:
         """Until the nearest deadline: a worker's timeout, a retirement, the stop."""
         now = time.monotonic()
-        deadlines = [now + MAX_SLEEP]
+        # Workers booting for a reload do not signal when ready: look again soon.
+        deadlines = [now + (BOOT_POLL if self.pending_generation is not None else MAX_SLEEP)]
         if self.stopping:
             deadlines.append(self.stop_deadline)
         timeout = self.cfg.timeout
@@ -237,13 +236,25 @@ class Arbiter:
             if cfg.bind != self.cfg.bind:
                 log.warning("bind changed in the config; listeners change on restart or USR2")
             cfg.bind = self.cfg.bind
-            self.cfg = cfg
+            self.apply_config(cfg)
         self.target = self.cfg.workers
         self.call_hook("on_reload", self)
         proctitle.set_title("arbiter", self.cfg)
         self.generation += 1
         self.pending_generation = self.generation
         self.manage_workers()
+
+    def apply_config(self, cfg) -> None:
+        """Make a reloaded config current: environment, logs, import path."""
+        from forkwsgi import cli, loader, logs
+
+        cli.apply_env(cfg)
+        try:
+            logs.setup_error_log(cfg)
+        except (OSError, ValueError) as exc:
+            log.error("reload: keeping the current logs: %s", exc)
+        loader.prepare_import_path(cfg)
+        self.cfg = cfg
 
     def handle_term(self) -> None:
         self.stop(graceful=True)
