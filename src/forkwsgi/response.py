@@ -42,6 +42,59 @@ def date_header() -> bytes:
     return _date[1]
 
 
+_head_cache: dict = {}
+_HEAD_CACHE_SIZE = 512
+
+
+def app_head(status: str, headers: list) -> tuple[bytes, int, int | None]:
+    """``(status line + app headers as bytes, status code, app's Content-Length)``.
+
+    Validation is the costly part of a small response, and most apps send the
+    same few heads again and again, so validated heads are kept in a small
+    cache keyed by the exact status and header pairs (str objects hash once).
+    """
+    try:
+        key = (status, *headers)
+        cached = _head_cache.get(key)
+    except TypeError:  # unhashable parts: validate (and most likely reject) uncached
+        key = cached = None
+    if cached is not None:
+        return cached
+    result = _validate_app_head(status, headers)
+    if key is not None:
+        if len(_head_cache) >= _HEAD_CACHE_SIZE:
+            _head_cache.clear()  # per-request values (cookies, ETags) would churn it
+        _head_cache[key] = result
+    return result
+
+
+def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | None]:
+    try:
+        names = [name for name, _ in headers]
+        values = [value for _, value in headers]
+        if names and (not all(names) or not _TOKENS("".join(names))):
+            raise AppError(f"invalid response header name in {names!r}")
+        if not _VALUES("".join(values)):
+            raise AppError(f"invalid character (CR, LF or control) in a header value "
+                           f"among {headers!r}")
+    except (TypeError, ValueError) as exc:
+        raise AppError(f"response headers must be (str, str) pairs: {exc}") from None
+    length = None
+    for index, name in enumerate(names):
+        lower = name.lower()
+        if lower == "content-length":
+            value = values[index]
+            if not value.isdigit() or length is not None:
+                raise AppError(f"invalid Content-Length {value!r} from the app")
+            length = int(value)
+        elif lower in HOP_BY_HOP:
+            raise AppError(f"hop-by-hop header {name!r} is the server's to set "
+                           "(PEP 3333, RFC 9110 section 7.6.1)")
+    lines = [f"HTTP/1.1 {status}\r\n"]
+    lines.extend([f"{name}: {value}\r\n" for name, value in headers])
+    return "".join(lines).encode("latin-1"), int(status[:3]), length
+
+
 class AppError(Exception):
     """The application broke PEP 3333 (bad status or header, double start_response...)."""
 
@@ -137,34 +190,9 @@ class Response:
     # --- framing ----------------------------------------------------------------------------
 
     def _compile_head(self, body_length: int | None) -> bytes:
-        """Validate the app's status and headers; decide framing; the head as bytes."""
-        status = self.status
-        headers = self.headers
-        try:
-            names = [name for name, _ in headers]
-            values = [value for _, value in headers]
-            if names and (not all(names) or not _TOKENS("".join(names))):
-                raise AppError(f"invalid response header name in {names!r}")
-            if not _VALUES("".join(values)):
-                raise AppError(f"invalid character (CR, LF or control) in a header value "
-                               f"among {headers!r}")
-        except (TypeError, ValueError) as exc:
-            raise AppError(f"response headers must be (str, str) pairs: {exc}") from None
-        length = None
-        for index, name in enumerate(names):
-            lower = name.lower()
-            if lower == "content-length":
-                value = values[index]
-                if not value.isdigit() or length is not None:
-                    raise AppError(f"invalid Content-Length {value!r} from the app")
-                length = int(value)
-            elif lower in HOP_BY_HOP:
-                raise AppError(f"hop-by-hop header {name!r} is the server's to set "
-                               "(PEP 3333, RFC 9110 section 7.6.1)")
-        code = int(status[:3])
+        """The head as bytes: the app's validated part, then framing and our fields."""
+        prefix, code, length = app_head(self.status, self.headers)
         self.status_code = code
-        lines = [f"HTTP/1.1 {status}\r\n"]
-        lines.extend([f"{name}: {value}\r\n" for name, value in headers])
         extra = date_header() + self.server_header
         if length is not None:
             self.length = length
@@ -187,7 +215,7 @@ class Response:
             extra += b"Connection: close\r\n"
         elif not self.http11:
             extra += b"Connection: keep-alive\r\n"
-        return "".join(lines).encode("latin-1") + extra + b"\r\n"
+        return prefix + extra + b"\r\n"
 
     def _send_head(self, body: bytes, body_length: int | None) -> None:
         head = self._compile_head(body_length)
