@@ -107,16 +107,31 @@ class Server:
         return self.proc.wait(timeout)
 
     def kill_tree(self) -> None:
-        try:
-            tree = [self.process, *self.process.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            tree = []
-        for proc in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGKILL)
+        """SIGKILL the workers while the arbiter still reaps them, then the arbiter."""
+        kill_tree(self.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
-        psutil.wait_procs(tree, timeout=10)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (children first); wait until none runs."""
+    try:
+        root = psutil.Process(pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    wait_until(lambda: all(_gone(p) for p in tree), timeout=20, interval=0.01,
+               what=f"process tree {pid} to die")
 
 
 def _ready(host: str, port: int, proc: subprocess.Popen) -> bool:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from tests.conftest import FORKWSGI, REPO, wait_until
+from tests.conftest import FORKWSGI, REPO, kill_tree, wait_until
 
 
 def get(server, path: str = "/", timeout: float = 10.0, close: bool = True) -> tuple[int, bytes]:
@@ -197,10 +197,7 @@ def test_usr2_then_term_old_arbiter_fails_nothing(serve, tmp_path):
         assert int(pid_path.read_text()) == child.pid
     finally:
         for proc in new_arbiter:
-            tree = [proc, *proc.children(recursive=True)]
-            for p in tree:
-                _swallow(p.kill)
-            psutil.wait_procs(tree, timeout=10)
+            kill_tree(proc.pid)
 
 
 def test_term_lets_requests_in_flight_finish(serve):
@@ -356,3 +353,41 @@ def _try_get(target) -> bool:
         return get(target)[0] == 200
     except OSError:
         return False
+
+
+def test_usr1_reopens_the_access_log(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = serve("tests.apps:hello", "--access-logfile", str(access), workers=2)
+    assert get(server, "/before")[0] == 200
+    wait_until(lambda: access.exists() and "/before" in access.read_text(), what="a log line")
+    access.rename(tmp_path / "access.log.1")
+    server.signal(signal.SIGUSR1)
+    wait_until(access.exists, what="the access log to be reopened")
+    # every worker reopens on its own: ask until both have written to the new file
+    wait_until(lambda: get(server, "/after")[0] == 200 and "/after" in access.read_text(),
+               what="a line in the new file")
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_workers_drop_privileges_after_binding(serve):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    server = serve("tests.apps:pid", "-u", "nobody", "-g", str(nobody.pw_gid),
+                   cwd=None)
+    worker = server.wait_workers(1)[0]
+    wait_until(lambda: worker.uids().real == nobody.pw_uid, what="the worker to switch user")
+    assert worker.gids().real == nobody.pw_gid
+    assert server.process.uids().real == 0  # the arbiter keeps root to bind and signal
+    assert get(server)[0] == 200
+
+
+def test_env_and_chdir(serve, tmp_path):
+    (tmp_path / "here_app.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [(os.getcwd() + '|' + os.environ['GREETING']).encode()]\n")
+    server = serve("here_app:app", "--chdir", str(tmp_path), "-e", "GREETING=hi")
+    assert get(server) == (200, f"{tmp_path}|hi".encode())
