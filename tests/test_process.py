@@ -391,3 +391,41 @@ def test_env_and_chdir(serve, tmp_path):
         "    return [(os.getcwd() + '|' + os.environ['GREETING']).encode()]\n")
     server = serve("here_app:app", "--chdir", str(tmp_path), "-e", "GREETING=hi")
     assert get(server) == (200, f"{tmp_path}|hi".encode())
+
+
+def test_every_hook_runs_in_the_right_process(serve, tmp_path):
+    record = tmp_path / "hooks.log"
+    conf = tmp_path / "conf.py"
+    conf.write_text(
+        "import os\n"
+        f"_RECORD = {str(record)!r}\n"
+        "def _note(name):\n"
+        "    with open(_RECORD, 'a') as fh:\n"
+        "        fh.write(f'{name} {os.getpid()}\\n')\n"
+        "def on_starting(arbiter): _note('on_starting')\n"
+        "def on_reload(arbiter): _note('on_reload')\n"
+        "def when_ready(arbiter): _note('when_ready')\n"
+        "def pre_fork(arbiter, worker): _note('pre_fork')\n"
+        "def post_fork(arbiter, worker): _note('post_fork')\n"
+        "def post_worker_init(worker): _note('post_worker_init')\n"
+        "def worker_exit(worker): _note('worker_exit')\n"
+        "def pre_request(worker, environ): _note('pre_request')\n"
+        "def post_request(worker, environ, status): _note('post_request ' + status[:3])\n"
+        "def child_exit(arbiter, worker): _note('child_exit')\n"
+        "def on_exit(arbiter): _note('on_exit')\n")
+    server = serve("tests.apps:hello", "-c", str(conf), workers=1)
+    assert get(server)[0] == 200
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: "child_exit" in record.read_text(), what="the old worker to be reaped")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    lines = [line.split() for line in record.read_text().splitlines()]
+    by_name: dict[str, set[int]] = {}
+    for name, *rest in lines:
+        by_name.setdefault(name, set()).add(int(rest[-1]))
+    arbiter = {server.pid}
+    for name in ("on_starting", "when_ready", "pre_fork", "on_reload", "child_exit", "on_exit"):
+        assert by_name[name] == arbiter, name
+    for name in ("post_fork", "post_worker_init", "worker_exit", "pre_request"):
+        assert by_name[name] and not (by_name[name] & arbiter), name
+    assert ["post_request", "200"] in [line[:2] for line in lines]
