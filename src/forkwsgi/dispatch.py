@@ -21,7 +21,7 @@ from forkwsgi.environ import build_environ
 from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, send_all
-from forkwsgi.request_body import BodyError, RequestBody
+from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
 from forkwsgi.response import AppError, FileWrapper, Response
 
 log = logging.getLogger("forkwsgi.error")
@@ -54,8 +54,11 @@ class Dispatcher:
         start = time.monotonic()
         self.slot.busy(start, head.method, head.target, conn.client)
         sock = conn.sock
-        body = RequestBody(sock, buffered, head.content_length, head.chunked,
-                           head.expect_continue, self.body_timeout, self.limits)
+        if head.content_length or head.chunked:
+            body = RequestBody(sock, buffered, head.content_length, head.chunked,
+                               head.expect_continue, self.body_timeout, self.limits)
+        else:
+            body = NO_BODY  # RFC 9112 section 6.3: no length, no chunking: no body
         environ = build_environ(head, conn.environ, conn.trusted)
         environ["wsgi.input"] = body
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
@@ -91,7 +94,9 @@ class Dispatcher:
         if self.access is not None:
             self.access(environ, status, response.headers, response.sent,
                         time.monotonic() - start)
-        return keep, body.leftover if keep else b""
+        if not keep:
+            return False, b""
+        return True, buffered if body is NO_BODY else body.leftover
 
     def _call_app(self, environ: dict, response: Response) -> None:
         result = self.app(environ, response.start_response)

@@ -167,7 +167,8 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: bool) -> dict:
         environ[key] = value
     if head.host is not None:
         environ["HTTP_HOST"] = head.host  # absolute-form target overrides Host (RFC 9112 3.2.2)
-    if trusted:
+    if trusted and ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
+                    or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ):
         apply_forwarded(environ)
     script_name = environ["SCRIPT_NAME"]
     if script_name and environ["PATH_INFO"].startswith(script_name):

@@ -232,3 +232,34 @@ class RequestBody:
             return self._eof
         except (OSError, ClientDisconnected):
             return False
+
+
+class NoBody:
+    """``wsgi.input`` of a request without a body: one shared, stateless instance, so the
+    common GET costs no reader object."""
+
+    __slots__ = ()
+    finished = True
+    expecting_continue = False
+    trailers: list = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def can_drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        return True
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        return True
+
+
+NO_BODY = NoBody()
