@@ -18,7 +18,6 @@ import time
 import traceback
 
 from forkwsgi.environ import build_environ
-from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, send_all
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
@@ -77,8 +76,9 @@ class Dispatcher:
             log.info("bad request body from %s: %s", conn.client, exc)
             keep = False
             if not response.head_sent:
-                self._send_error(sock, HTTPError(str(exc)).response(self.server_header))
-                response.status = response.status or "400 Bad Request"
+                error = exc.http_error
+                self._send_error(sock, error.response(self.server_header))
+                response.status = f"{error.status} {error.reason}"
         except Exception:
             keep = False
             self._app_failed(environ, response, sys.exc_info())

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import socket
 
-from forkwsgi.http.errors import HTTPError
+from forkwsgi.http.errors import BadRequest, HTTPError, RequestTimeout
 from forkwsgi.http.parser import ChunkedDecoder, Limits
-from forkwsgi.netio import ClientDisconnected, recv_into_some, recv_some, send_all
+from forkwsgi.netio import ClientDisconnected, ClientTimeout, recv_into_some, recv_some, send_all
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 65536
@@ -22,14 +22,27 @@ DRAIN_LIMIT = 65536  # unread body bytes discarded to keep a connection; more ->
 
 
 class BodyError(OSError):
-    """The client broke the body (bad chunking, disconnect, timeout): the app sees an OSError."""
+    """The client broke the body (bad chunking, disconnect, timeout): the app sees an OSError.
+
+    ``http_error`` is what the server answers if the app lets it propagate.
+    """
+
+    def __init__(self, message: str, http_error: HTTPError | None = None) -> None:
+        super().__init__(message)
+        self.http_error = http_error or BadRequest(message)
+
+
+def _read_error(exc: OSError) -> BodyError:
+    if isinstance(exc, ClientTimeout):
+        return BodyError(f"reading the request body: {exc}", RequestTimeout(str(exc)))
+    return BodyError(f"reading the request body: {exc}")
 
 
 class RequestBody:
     """A blocking reader over a non-blocking socket. One per request."""
 
     __slots__ = ("_sock", "_timeout", "_buf", "_remaining", "_chunked", "_continue",
-                 "_eof", "leftover", "trailers")
+                 "_eof", "_pending", "leftover", "trailers")
 
     def __init__(self, sock: socket.socket, buffered: bytes, content_length: int | None,
                  chunked: bool, expect_continue: bool, timeout: float, limits: Limits) -> None:
@@ -43,10 +56,12 @@ class RequestBody:
             self._remaining = -1
             self._buf = b""
             self._eof = False
-            if buffered:
-                self._feed(buffered)
+            # Decoded on the first read, not here: a framing error must reach the app (or
+            # the drain) as a BodyError, never escape from building the environ.
+            self._pending = buffered
         else:
             self._chunked = None
+            self._pending = b""
             length = content_length or 0
             self._buf = buffered[:length]
             self.leftover = buffered[length:]
@@ -65,7 +80,7 @@ class RequestBody:
         try:
             data = recv_some(self._sock, size, self._timeout)
         except OSError as exc:
-            raise BodyError(f"reading the request body: {exc}") from None
+            raise _read_error(exc) from None
         if not data:
             raise BodyError("client disconnected before the end of the request body")
         return data
@@ -76,7 +91,7 @@ class RequestBody:
         try:
             decoded = decoder.feed(data)  # type: ignore[union-attr]
         except HTTPError as exc:
-            raise BodyError(f"bad chunked body: {exc.detail}") from None
+            raise BodyError(f"bad chunked body: {exc.detail}", exc) from None
         if decoded:
             self._buf = self._buf + decoded if self._buf else decoded
         if decoder.done:  # type: ignore[union-attr]
@@ -89,7 +104,11 @@ class RequestBody:
         if self._chunked is not None:
             while not self._eof:
                 before = len(self._buf)
-                self._feed(self._recv(RECV_SIZE))
+                if self._pending:
+                    pending, self._pending = self._pending, b""
+                    self._feed(pending)
+                else:
+                    self._feed(self._recv(RECV_SIZE))
                 if len(self._buf) > before:
                     return True
             return False
@@ -113,7 +132,7 @@ class RequestBody:
             try:
                 got = recv_into_some(self._sock, view[have:], self._timeout)
             except OSError as exc:
-                raise BodyError(f"reading the request body: {exc}") from None
+                raise _read_error(exc) from None
             if not got:
                 raise BodyError("client disconnected before the end of the request body")
             have += got

@@ -41,6 +41,7 @@ RECV_SIZE = 65536
 # EPOLLEXCLUSIVE wakes instead (the listener stays readable while connections wait).
 ACCEPT_BATCH = 1
 TICK = 1.0  # seconds between deadline scans and heartbeats while idle
+LINGER = 2.0  # seconds a rejected client's remaining bytes are read and discarded
 DUMP_SIGNAL = signal.SIGUSR2  # the arbiter asks a hung worker for its stacks with this
 
 _EPOLLIN = select.EPOLLIN
@@ -208,12 +209,35 @@ class Worker:
             with contextlib.suppress(OSError):
                 conn.sock.close()  # closing the fd also drops it from the epoll set
 
+        lingering: dict[int, tuple[socket.socket, float]] = {}
+
         def reject(conn: Connection, error: HTTPError) -> None:
             log.debug("rejected a request from %s: %s %s", conn.client, error.status,
                       error.detail)
-            with contextlib.suppress(OSError):
+            try:
                 conn.sock.send(error.response(dispatcher.server_header))
-            close(conn)
+                # Lingering close, as Apache and nginx do: closing with the client's bytes
+                # still unread makes the kernel send a RST, which can destroy the error
+                # reply in the client's receive buffer. Shut our side, discard what still
+                # comes for a moment, then close.
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                close(conn)
+                return
+            del conns[conn.fd]
+            lingering[conn.fd] = (conn.sock, monotonic() + LINGER)
+
+        def linger(fd: int) -> None:
+            sock, _deadline = lingering[fd]
+            try:
+                if sock.recv(RECV_SIZE):
+                    return
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
+            del lingering[fd]
+            sock.close()
 
         def on_data(conn: Connection, buf: bytes) -> None:
             """Parse and serve every complete request in ``buf``; keep the rest."""
@@ -311,7 +335,7 @@ class Worker:
                     for conn in list(conns.values()):
                         if not conn.buf and not conn.fresh:
                             drain_idle(conn)
-                if not conns:
+                if not conns and not lingering:
                     return
             try:
                 events = epoll.poll(TICK)
@@ -336,8 +360,11 @@ class Worker:
                         os.read(wake_r, 512)
                     if self.reopen_logs:
                         self._reopen_logs()
-                elif accepting and fd in bases:
-                    accept(fd)
+                elif fd in bases:
+                    if accepting:
+                        accept(fd)
+                elif fd in lingering:
+                    linger(fd)
             now = monotonic()
             if now >= next_tick:
                 next_tick = now + TICK
@@ -345,6 +372,8 @@ class Worker:
                 if os.getppid() != self.arbiter_pid:
                     log.warning("worker %s: the arbiter is gone; exiting", self.pid)
                     self.alive = False
+                for fd in [fd for fd, (_, deadline) in lingering.items() if deadline <= now]:
+                    lingering.pop(fd)[0].close()
                 for conn in [c for c in conns.values() if c.deadline <= now]:
                     if conn.buf or conn.fresh:
                         reject(conn, RequestTimeout("no complete request head in time"))
