@@ -30,6 +30,10 @@ _ERROR_500 = (b"HTTP/1.1 500 Internal Server Error\r\n"
               b"Content-Length: %d\r\nConnection: close\r\n\r\n")
 
 
+# What the worker does with the connection after a request.
+KEEP, CLOSE, LINGER = 1, 0, 2  # LINGER: close, but read and drop the client's bytes first
+
+
 class Dispatcher:
     """Per-worker: the app and everything a request needs, bound once."""
 
@@ -48,8 +52,8 @@ class Dispatcher:
         self.access = access_logger
         self.keep_alive = cfg.keep_alive > 0
 
-    def serve(self, conn, head: RequestHead, buffered: bytes) -> tuple[bool, bytes]:
-        """Serve one request on ``conn``; ``(keep the connection, bytes after the body)``."""
+    def serve(self, conn, head: RequestHead, buffered: bytes) -> tuple[int, bytes]:
+        """Serve one request on ``conn``; ``(KEEP, CLOSE or LINGER, bytes after the body)``."""
         start = time.monotonic()
         self.slot.busy(start, head.method, head.target, conn.client)
         sock = conn.sock
@@ -95,8 +99,9 @@ class Dispatcher:
             self.access(environ, status, response.headers, response.sent,
                         time.monotonic() - start)
         if not keep:
-            return False, b""
-        return True, buffered if body is NO_BODY else body.leftover
+            # Bytes of the body may still be on their way: closing on them would RST.
+            return (CLOSE if body.finished else LINGER), b""
+        return KEEP, buffered if body is NO_BODY else body.leftover
 
     def _call_app(self, environ: dict, response: Response) -> None:
         result = self.app(environ, response.start_response)

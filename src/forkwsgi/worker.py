@@ -27,7 +27,7 @@ import sys
 import time
 
 from forkwsgi import scoreboard
-from forkwsgi.dispatch import Dispatcher
+from forkwsgi.dispatch import KEEP, LINGER, Dispatcher
 from forkwsgi.environ import TrustedPeers, base_environ, connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import parse_head
@@ -41,7 +41,7 @@ RECV_SIZE = 65536
 # EPOLLEXCLUSIVE wakes instead (the listener stays readable while connections wait).
 ACCEPT_BATCH = 1
 TICK = 1.0  # seconds between deadline scans and heartbeats while idle
-LINGER = 2.0  # seconds a rejected client's remaining bytes are read and discarded
+LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and dropped
 DUMP_SIGNAL = signal.SIGUSR2  # the arbiter asks a hung worker for its stacks with this
 
 _EPOLLIN = select.EPOLLIN
@@ -216,16 +216,23 @@ class Worker:
                       error.detail)
             try:
                 conn.sock.send(error.response(dispatcher.server_header))
-                # Lingering close, as Apache and nginx do: closing with the client's bytes
-                # still unread makes the kernel send a RST, which can destroy the error
-                # reply in the client's receive buffer. Shut our side, discard what still
-                # comes for a moment, then close.
+            except OSError:
+                close(conn)
+                return
+            linger_close(conn)
+
+        def linger_close(conn: Connection) -> None:
+            """Lingering close, as Apache and nginx do: closing with the client's bytes
+            still unread makes the kernel send a RST, which can destroy our last reply in
+            the client's receive buffer. Shut our side, discard what still comes for a
+            moment, then close."""
+            try:
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 close(conn)
                 return
             del conns[conn.fd]
-            lingering[conn.fd] = (conn.sock, monotonic() + LINGER)
+            lingering[conn.fd] = (conn.sock, monotonic() + LINGER_SECONDS)
 
         def linger(fd: int) -> None:
             sock, _deadline = lingering[fd]
@@ -254,14 +261,17 @@ class Worker:
                     return
                 head, consumed = parsed
                 conn.fresh = False
-                keep, buf = serve(conn, head, buf[consumed:])
+                after, buf = serve(conn, head, buf[consumed:])
                 if self.requests_left:
                     self.requests_left -= 1
                     if self.requests_left == 0:
                         log.info("worker %s reached max_requests; retiring", self.pid)
                         self.alive = False
-                if not keep or not self.alive:
-                    close(conn)
+                if after is not KEEP or not self.alive:
+                    if after is LINGER:
+                        linger_close(conn)
+                    else:
+                        close(conn)
                     return
                 if not buf:
                     conn.buf = b""
