@@ -382,7 +382,16 @@ def test_forwarded_headers_from_a_trusted_peer(server):
     env = environ_of(exchange(server, FORWARDED))
     assert env["REMOTE_ADDR"] == "10.0.0.7"  # the right-most: what the proxy itself saw
     assert env["wsgi.url_scheme"] == "https"
-    assert env["HTTP_HOST"] == "shop.example"
+    # X-Forwarded-Host is not trusted unless asked for: proxies that do not set it pass the
+    # client's on untouched
+    assert env["HTTP_HOST"] == "inner"
+
+
+def test_only_the_forwarded_headers_named_are_trusted(serve):
+    server = serve("tests.apps:echo", "--forwarded-headers", "forwarded,x-forwarded-host")
+    env = environ_of(exchange(server, FORWARDED))
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"], env["HTTP_HOST"]) == \
+        ("127.0.0.1", "http", "shop.example")
     rfc7239 = (b"GET / HTTP/1.1\r\nHost: inner\r\n"
                b'Forwarded: for=6.6.6.6, for="[2001:db8::1]:4711";proto=https;host=a.example'
                b"\r\nX-Forwarded-For: 9.9.9.9\r\n\r\n")

@@ -21,11 +21,11 @@ from forkwsgi.environ import build_environ
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, send_all
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
-from forkwsgi.response import AppError, FileWrapper, Response
+from forkwsgi.response import AppError, FileWrapper, Response, date_header
 
 log = logging.getLogger("forkwsgi.error")
 
-_ERROR_500 = (b"HTTP/1.1 500 Internal Server Error\r\n"
+_ERROR_500 = (b"HTTP/1.1 500 Internal Server Error\r\n%s"
               b"Content-Type: text/plain; charset=utf-8\r\n"
               b"Content-Length: %d\r\nConnection: close\r\n\r\n")
 
@@ -130,7 +130,8 @@ class Dispatcher:
         text = "".join(traceback.format_exception(*exc_info)) if self.debug \
             else "Internal Server Error\n"
         payload = text.encode("utf-8", "replace")
-        self._send_error(sock=response.sock, data=(_ERROR_500 % len(payload)) + payload)
+        head = _ERROR_500 % (date_header() + self.server_header, len(payload))
+        self._send_error(sock=response.sock, data=head + payload)
         response.status = "500 Internal Server Error"
         response.headers = []
         response.sent = len(payload)

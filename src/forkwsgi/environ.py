@@ -81,14 +81,22 @@ def _strip_port(node: str) -> str:
     return node
 
 
-def apply_forwarded(environ: dict) -> None:
+def trusted_keys(headers: list[str]) -> frozenset[str]:
+    """``--forwarded-headers`` names -> the environ keys a trusted peer may set."""
+    return frozenset("HTTP_" + name.upper().replace("-", "_") for name in headers)
+
+
+def apply_forwarded(environ: dict, trusted: frozenset[str]) -> None:
     """Rewrite REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST from a trusted proxy's headers.
 
-    RFC 7239 ``Forwarded`` wins over the X-Forwarded-* family when both are
-    present. For lists, the right-most entry is the one the trusted peer
-    itself appended; anything left of it is client-controlled.
+    Only the headers named in ``trusted`` count: a proxy passes on, untouched,
+    every header it does not set itself, so trusting one it does not
+    overwrite lets the client spoof it. RFC 7239 ``Forwarded``, when trusted,
+    wins over the X-Forwarded-* family. For lists, the right-most entry is
+    the one the trusted peer itself appended; anything left of it is the
+    client's.
     """
-    forwarded = environ.get("HTTP_FORWARDED")
+    forwarded = environ.get("HTTP_FORWARDED") if "HTTP_FORWARDED" in trusted else None
     if forwarded:
         element = _forwarded_element(forwarded)
         if element.get("for"):
@@ -99,15 +107,16 @@ def apply_forwarded(environ: dict) -> None:
         if element.get("host"):
             environ["HTTP_HOST"] = element["host"]
         return
-    xff = environ.get("HTTP_X_FORWARDED_FOR")
+    xff = environ.get("HTTP_X_FORWARDED_FOR") if "HTTP_X_FORWARDED_FOR" in trusted else None
     if xff:
         environ["REMOTE_ADDR"] = xff.rsplit(",", 1)[-1].strip()
-    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    proto = environ.get("HTTP_X_FORWARDED_PROTO") if "HTTP_X_FORWARDED_PROTO" in trusted \
+        else None
     if proto:
         proto = proto.rsplit(",", 1)[-1].strip().lower()
         if proto in ("http", "https"):
             environ["wsgi.url_scheme"] = proto
-    host = environ.get("HTTP_X_FORWARDED_HOST")
+    host = environ.get("HTTP_X_FORWARDED_HOST") if "HTTP_X_FORWARDED_HOST" in trusted else None
     if host:
         environ["HTTP_HOST"] = host.rsplit(",", 1)[-1].strip()
 
@@ -143,8 +152,12 @@ def connection_environ(base: dict, peer: object) -> dict:
     return environ
 
 
-def build_environ(head: RequestHead, conn_environ: dict, trusted: bool) -> dict:
-    """The environ for one request: a copy of the connection's plus the request's keys."""
+def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]) -> dict:
+    """The environ for one request: a copy of the connection's plus the request's keys.
+
+    ``trusted``: the forwarded-header keys this connection's peer may set (empty for
+    an untrusted peer).
+    """
     environ = conn_environ.copy()
     path = head.path
     environ["REQUEST_METHOD"] = head.method
@@ -167,9 +180,11 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: bool) -> dict:
         environ[key] = value
     if head.host is not None:
         environ["HTTP_HOST"] = head.host  # absolute-form target overrides Host (RFC 9112 3.2.2)
-    if trusted and ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
-                    or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ):
-        apply_forwarded(environ)
+    if trusted:
+        for key in trusted:
+            if key in environ:
+                apply_forwarded(environ, trusted)
+                break
     script_name = environ["SCRIPT_NAME"]
     if script_name and environ["PATH_INFO"].startswith(script_name):
         environ["PATH_INFO"] = environ["PATH_INFO"][len(script_name):]

@@ -46,8 +46,10 @@ _head_cache: dict = {}
 _HEAD_CACHE_SIZE = 512
 
 
-def app_head(status: str, headers: list) -> tuple[bytes, int, int | None]:
-    """``(status line + app headers as bytes, status code, app's Content-Length)``.
+def app_head(status: str, headers: list) -> tuple[bytes, int, int | None, bytes]:
+    """``(status line + app headers as bytes, status code, app's Content-Length,
+    server_fields)``; ``server_fields`` says which of Date and Server the app set itself
+    (RFC 9110 section 5.3: each may appear once, so then we add none of our own).
 
     Validation is the costly part of a small response, and most apps send the
     same few heads again and again, so validated heads are kept in a small
@@ -68,7 +70,7 @@ def app_head(status: str, headers: list) -> tuple[bytes, int, int | None]:
     return result
 
 
-def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | None]:
+def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | None, bytes]:
     try:
         names = [name for name, _ in headers]
         values = [value for _, value in headers]
@@ -80,9 +82,12 @@ def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | No
     except (TypeError, ValueError) as exc:
         raise AppError(f"response headers must be (str, str) pairs: {exc}") from None
     length = None
+    own = b""
     for index, name in enumerate(names):
         lower = name.lower()
-        if lower == "content-length":
+        if lower == "date" or lower == "server":
+            own += lower[0].encode()
+        elif lower == "content-length":
             value = values[index]
             if not value.isdigit() or length is not None:
                 raise AppError(f"invalid Content-Length {value!r} from the app")
@@ -92,7 +97,7 @@ def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | No
                            "(PEP 3333, RFC 9110 section 7.6.1)")
     lines = [f"HTTP/1.1 {status}\r\n"]
     lines.extend([f"{name}: {value}\r\n" for name, value in headers])
-    return "".join(lines).encode("latin-1"), int(status[:3]), length
+    return "".join(lines).encode("latin-1"), int(status[:3]), length, own
 
 
 class AppError(Exception):
@@ -191,9 +196,13 @@ class Response:
 
     def _compile_head(self, body_length: int | None) -> bytes:
         """The head as bytes: the app's validated part, then framing and our fields."""
-        prefix, code, length = app_head(self.status, self.headers)
+        prefix, code, length, own = app_head(self.status, self.headers)
         self.status_code = code
-        extra = date_header() + self.server_header
+        if own:
+            extra = (b"" if b"d" in own else date_header()) + \
+                (b"" if b"s" in own else self.server_header)
+        else:
+            extra = date_header() + self.server_header
         if length is not None:
             self.length = length
         elif code < 200 or code == 204 or code == 304:

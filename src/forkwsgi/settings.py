@@ -216,6 +216,18 @@ def to_access_logformat(value: Any) -> str:
     return text
 
 
+FORWARDED_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded")
+
+
+def to_forwarded_headers(value: Any) -> list[str]:
+    names = [name.lower() for name in to_list(value)]
+    unknown = [name for name in names if name not in FORWARDED_HEADERS]
+    if unknown:
+        raise ValueError(f"unknown forwarded header {unknown[0]!r}; "
+                         f"expected some of {', '.join(FORWARDED_HEADERS)}")
+    return names
+
+
 def to_hook(value: Any) -> Callable[..., Any] | None:
     if value is None or callable(value):
         return value
@@ -309,6 +321,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forwarded_allow_ips", ("--forwarded-allow-ips",), to_list, ["127.0.0.1", "::1"],
             "http", "Peers trusted to set X-Forwarded-For/-Proto/-Host and Forwarded; '*' trusts all.",
             multiple=True),
+    Setting("forwarded_headers", ("--forwarded-headers",), to_forwarded_headers,
+            ["x-forwarded-for", "x-forwarded-proto"], "http",
+            "Headers a trusted peer may set: x-forwarded-for, x-forwarded-proto, "
+            "x-forwarded-host, forwarded. Trust only those your proxy overwrites: it passes "
+            "the others on from the client.", multiple=True),
     Setting("server_header", ("--server-header",), to_bool, True, "http",
             "Send a Server header.", is_flag=True),
     Setting("debug", ("--debug",), to_bool, False, "http",

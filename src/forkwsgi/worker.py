@@ -28,7 +28,7 @@ import time
 
 from forkwsgi import scoreboard
 from forkwsgi.dispatch import KEEP, LINGER, Dispatcher
-from forkwsgi.environ import TrustedPeers, base_environ, connection_environ
+from forkwsgi.environ import TrustedPeers, base_environ, connection_environ, trusted_keys
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import parse_head
 from forkwsgi.response import FileWrapper
@@ -53,7 +53,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "buf", "environ", "trusted", "client", "deadline", "fresh")
 
-    def __init__(self, sock: socket.socket, environ: dict, trusted: bool, client: str,
+    def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
                  deadline: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
@@ -180,6 +180,8 @@ class Worker:
         max_conns = cfg.max_connections
         self.requests_left = _request_budget(cfg.max_requests, cfg.max_requests_jitter)
         trusted_peers = TrustedPeers(cfg.forwarded_allow_ips)
+        forwarded = trusted_keys(cfg.forwarded_headers)
+        untrusted: frozenset[str] = frozenset()
         script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         multiprocess = cfg.workers > 1
         bases = {}
@@ -312,10 +314,10 @@ class Worker:
                 if sock.family != socket.AF_UNIX:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     client = f"{peer[0]}:{peer[1]}"
-                    trusted = peer[0] in trusted_peers
+                    trusted = forwarded if peer[0] in trusted_peers else untrusted
                 else:
                     client = "unix"
-                    trusted = "" in trusted_peers
+                    trusted = forwarded if "" in trusted_peers else untrusted
                 conn = Connection(sock, connection_environ(base, peer), trusted, client,
                                   monotonic() + header_timeout)
                 conns[conn.fd] = conn
