@@ -14,6 +14,7 @@ listeners and titles belong to their own small modules.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -313,6 +314,10 @@ class Arbiter:
         slot = board.claim(0, self.generation)
         info = WorkerInfo(0, slot, self.generation, time.monotonic())
         self.call_hook("pre_fork", self, info)
+        # Move every object the arbiter has made so far out of the collector's reach: the
+        # child's collections then never write to the pages they share with the arbiter,
+        # and copy-on-write leaves them shared (a smaller USS per worker).
+        gc.freeze()
         pid = os.fork()
         if pid:
             info.pid = pid

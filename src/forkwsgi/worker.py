@@ -27,6 +27,7 @@ import sys
 import time
 
 from forkwsgi import scoreboard
+from forkwsgi.accesslog import make_access_logger
 from forkwsgi.dispatch import KEEP, LINGER, Dispatcher
 from forkwsgi.environ import TrustedPeers, base_environ, connection_environ, trusted_keys
 from forkwsgi.http.errors import HTTPError, RequestTimeout
@@ -170,8 +171,6 @@ class Worker:
 
     def _loop(self) -> None:
         cfg = self.cfg
-        from forkwsgi.accesslog import make_access_logger
-
         dispatcher = Dispatcher(self.app, cfg, self.slot, self, make_access_logger(cfg))
         serve = dispatcher.serve
         limits = dispatcher.limits
