@@ -195,6 +195,7 @@ def test_usr2_then_term_old_arbiter_fails_nothing(serve, tmp_path):
             wait_until(lambda: tally["ok"] >= start + 50, what="requests to the new arbiter")
         assert tally["failed"] == []
         assert int(pid_path.read_text()) == child.pid
+        assert not (tmp_path / "forkwsgi.pid.oldbin").exists()
     finally:
         for proc in new_arbiter:
             kill_tree(proc.pid)
@@ -369,7 +370,14 @@ def test_usr1_reopens_the_access_log(serve, tmp_path):
     # every worker reopens on its own: ask until both have written to the new file
     wait_until(lambda: get(server, "/after")[0] == 200 and "/after" in access.read_text(),
                what="a line in the new file")
-    assert "/after" not in (tmp_path / "access.log.1").read_text()
+    # a request racing the signal may land in either file; once both workers have seen it,
+    # every line goes to the new one
+    wait_until(lambda: all(get(server, "/settle")[0] == 200 for _ in range(4))
+               and "/settle" in access.read_text(), what="the workers to settle")
+    for _ in range(10):
+        assert get(server, "/later")[0] == 200
+    wait_until(lambda: access.read_text().count("/later") == 10, what="ten new lines")
+    assert "/later" not in (tmp_path / "access.log.1").read_text()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
@@ -432,3 +440,37 @@ def test_every_hook_runs_in_the_right_process(serve, tmp_path):
     for name in ("post_fork", "post_worker_init", "worker_exit", "pre_request"):
         assert by_name[name] and not (by_name[name] & arbiter), name
     assert ["post_request", "200"] in [line[:2] for line in lines]
+
+
+def test_systemd_socket_activation_serves_only_the_passed_socket(tmp_path):
+    """LISTEN_FDS/LISTEN_PID as systemd sets them: fd 3 is served, no default bind added."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "LISTEN_FDS": "1"}
+    fd = listener.fileno()
+    command = " ".join(FORKWSGI) + " tests.apps:hello"
+    # the shell puts the socket on fd 3 and sets LISTEN_PID to the pid exec keeps
+    script = f'exec 3<&{fd}; exec {fd}<&-; LISTEN_PID=$$ exec {command}'
+    log = open(tmp_path / "activated.log", "wb")
+    proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, pass_fds=[fd],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    listener.close()
+    try:
+        class Target:
+            host = "127.0.0.1"
+
+        Target.port = port
+        wait_until(lambda: _try_get(Target), what="the activated socket to answer")
+        arbiter = psutil.Process(proc.pid)
+        ports = {c.laddr.port for c in arbiter.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN}
+        assert ports == {port}  # not 127.0.0.1:8000 as well
+        arbiter.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        kill_tree(proc.pid)
+        log.close()

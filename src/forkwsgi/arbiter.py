@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from forkwsgi import listeners as listeners_mod
 from forkwsgi import pidfile, proctitle, scoreboard
+from forkwsgi.settings import BY_NAME
 from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, Worker
 
 log = logging.getLogger("forkwsgi.error")
@@ -52,7 +53,7 @@ class WorkerInfo:
 
 
 class Arbiter:
-    def __init__(self, cfg, reload_config=None) -> None:
+    def __init__(self, cfg, reload_config=None, start_dir: str | None = None) -> None:
         self.cfg = cfg
         self.reload_config = reload_config
         self.pid = os.getpid()
@@ -67,7 +68,7 @@ class Arbiter:
         self.exit_status = 0
         self.reexec_pid = 0
         self.pending_generation: int | None = None  # a reload waiting for its workers to boot
-        self.start_dir = os.getcwd()
+        self.start_dir = start_dir or os.getcwd()  # before --chdir: where USR2 re-execs
         self._wake_r = self._wake_w = -1
 
     # --- start and stop -----------------------------------------------------------------------
@@ -88,9 +89,13 @@ class Arbiter:
         cfg = self.cfg
         os.umask(cfg.umask)
         self.call_hook("on_starting", self)
+        inherited = listeners_mod.inherited_fds()
+        binds = cfg.bind
+        if inherited and "LISTEN_FDS" in os.environ and binds == BY_NAME["bind"].default:
+            binds = []  # socket activation: systemd chose the addresses, add none of ours
         try:
             self.listeners = listeners_mod.open_listeners(
-                cfg.bind, cfg.backlog, cfg.reuse_port, listeners_mod.inherited_fds())
+                binds, cfg.backlog, cfg.reuse_port, inherited)
         except listeners_mod.ListenerError as exc:
             log.error("cannot listen: %s", exc)
             self.exit_status = 1
@@ -136,8 +141,10 @@ class Arbiter:
     def cleanup(self) -> None:
         successor = self.reexec_pid and _alive(self.reexec_pid)
         listeners_mod.close_listeners(self.listeners, unlink=not successor)
-        if self.cfg.pid and not successor:
-            pidfile.remove(self.cfg.pid, self.pid)
+        if self.cfg.pid:
+            if not successor:
+                pidfile.remove(self.cfg.pid, self.pid)
+            pidfile.remove(self.cfg.pid + ".oldbin", self.pid)  # after USR2: we are the old one
         self.call_hook("on_exit", self)
         log.info("Shutting down: arbiter %s", self.pid)
 

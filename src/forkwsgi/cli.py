@@ -156,7 +156,7 @@ def run(argv: list[str]) -> int:
         return EXIT_USAGE
     if params["check_config"]:
         return check(cfg)
-    return serve(cfg, reload_config)
+    return serve(cfg, reload_config, start_dir)
 
 
 def _raw(value: Any) -> Any:
@@ -191,7 +191,7 @@ def check(cfg: Config) -> int:
     return EXIT_OK
 
 
-def serve(cfg: Config, reload_config: Callable[[], Config]) -> int:
+def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | None = None) -> int:
     """Start-up side effects in order, then hand over to the arbiter."""
     from forkwsgi.logs import setup_error_log
 
@@ -209,4 +209,4 @@ def serve(cfg: Config, reload_config: Callable[[], Config]) -> int:
         return EXIT_FAILURE
     from forkwsgi.arbiter import Arbiter  # imported late: --check-config never needs it
 
-    return Arbiter(cfg, reload_config=reload_config).run()
+    return Arbiter(cfg, reload_config=reload_config, start_dir=start_dir).run()

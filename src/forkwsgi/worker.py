@@ -352,6 +352,10 @@ class Worker:
                 events = epoll.poll(TICK)
             except InterruptedError:
                 events = []
+            if self.reopen_logs:
+                # Before this batch's requests: the handler has run by the time poll returns,
+                # so nothing that arrived after USR1 is logged to the old file.
+                self._reopen_logs()
             for fd, _mask in events:
                 conn = conns.get(fd)
                 if conn is not None:
@@ -369,8 +373,6 @@ class Worker:
                 elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
-                    if self.reopen_logs:
-                        self._reopen_logs()
                 elif fd in bases:
                     if accepting:
                         accept(fd)
