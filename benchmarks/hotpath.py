@@ -1,0 +1,108 @@
+"""Where the microseconds of one small keep-alive request go, step by step.
+
+Times each step of the per-request path in-process (no load generator):
+parse, environ, response head, scoreboard marks, and the whole dispatch of
+a hello request over a socketpair, against the bare cost of the same
+send/recv pair. Run pinned to one core:
+
+    taskset -c 0 python benchmarks/hotpath.py
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from forkwsgi import scoreboard  # noqa: E402
+from forkwsgi.dispatch import Dispatcher  # noqa: E402
+from forkwsgi.environ import base_environ, build_environ, connection_environ  # noqa: E402
+from forkwsgi.http.parser import parse_head  # noqa: E402
+from forkwsgi.response import Response, date_header  # noqa: E402
+from forkwsgi.settings import make_config  # noqa: E402
+from forkwsgi.worker import Connection  # noqa: E402
+
+REQUEST = (b"GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n"
+           b"Accept: */*\r\nConnection: keep-alive\r\n\r\n")
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", "13")]
+N = 100_000
+
+
+def hello(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return [b"Hello, world!"]
+
+
+class _Worker:
+    alive = True
+
+
+def per_call(func, number: int = N) -> float:
+    return min(timeit.repeat(func, number=number, repeat=5)) / number * 1e6
+
+
+def main() -> None:
+    cfg = make_config({}, app="hello")
+    slot = scoreboard.SlotWriter(scoreboard.Scoreboard(4), 0)
+    dispatcher = Dispatcher(hello, cfg, slot, _Worker())
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    client.setblocking(False)
+    conn = Connection(server, connection_environ(base_environ("127.0.0.1", "8000", True),
+                                                 ("127.0.0.1", 5555)),
+                      frozenset(), "127.0.0.1:5555", 0.0)
+    head, consumed = parse_head(REQUEST, dispatcher.limits)
+
+    def response_head():
+        response = Response(server, 30.0, True, False, True, b"Server: forkwsgi\r\n")
+        response.start_response("200 OK", HEADERS)
+        return response._compile_head(13)
+
+    served = [0]
+
+    def dispatch():
+        dispatcher.serve(conn, head, b"")
+        served[0] += 1
+        if served[0] % 64 == 0:  # keep the socket buffer from filling
+            try:
+                while client.recv(1 << 20):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def bare_send():
+        dispatch_bytes = b"x" * 150
+        server.send(dispatch_bytes)
+        served[0] += 1
+        if served[0] % 64 == 0:
+            try:
+                while client.recv(1 << 20):
+                    pass
+            except BlockingIOError:
+                pass
+
+    rows = [
+        ("parse_head", per_call(lambda: parse_head(REQUEST, dispatcher.limits))),
+        ("build_environ", per_call(lambda: build_environ(head, conn.environ, frozenset()))),
+        ("response head", per_call(response_head)),
+        ("scoreboard busy+done", per_call(lambda: (slot.busy(1.0, "GET", "/", "c"),
+                                                   slot.done(2.0)))),
+        ("Date header", per_call(date_header)),
+        ("time.monotonic", per_call(time.monotonic)),
+        ("send of 150 bytes", per_call(bare_send)),
+        ("dispatch (environ+app+response+send)", per_call(dispatch)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'step':<{width}}  µs/request (best of 5 x {N})")
+    for name, micros in rows:
+        print(f"{name:<{width}}  {micros:6.2f}")
+    total = rows[0][1] + rows[-1][1]
+    print(f"{'parse + dispatch':<{width}}  {total:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
