@@ -179,6 +179,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield start
     for server in started:
+        # A quick stop first: the arbiter reaps its own workers, so nothing is left to
+        # re-parent; then make sure of it by PID.
+        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+            server.signal(signal.SIGQUIT)
+            server.wait_exit(10)
         server.kill_tree()
 
 

@@ -14,9 +14,7 @@ import hashlib
 import http.client
 import json
 import random
-import signal
 import socket
-import subprocess
 import threading
 
 import pytest
@@ -43,19 +41,8 @@ def framework(request) -> str:
 
 @pytest.fixture
 def start(serve):
-    """``serve`` plus a quick stop (SIGQUIT) at teardown: the arbiter reaps its own
-    workers, so conftest's kill-tree finalizer has no orphans left to wait for."""
-    started = []
-
-    def _start(*args, **kwargs):
-        started.append(serve(*args, **kwargs))
-        return started[-1]
-
-    yield _start
-    for server in started:
-        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-            server.signal(signal.SIGQUIT)
-            server.wait_exit(10)
+    """``serve`` under the name these tests use (conftest stops and reaps every server)."""
+    return serve
 
 
 @pytest.fixture

@@ -146,19 +146,8 @@ def nginx(tmp_path):
 
 @pytest.fixture
 def start_forkwsgi(serve):
-    """``serve`` with a quick stop (SIGQUIT) at teardown, so the arbiter reaps its own
-    workers before conftest's kill-tree finalizer runs."""
-    started = []
-
-    def _start(*args, **kwargs):
-        started.append(serve(*args, **kwargs))
-        return started[-1]
-
-    yield _start
-    for server in started:
-        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-            server.signal(signal.SIGQUIT)
-            server.wait_exit(10)
+    """``serve`` under the name these tests use (conftest stops and reaps every server)."""
+    return serve
 
 
 def echo_via(proxy: Nginx, method: str = "GET", path: str = "/", body: bytes | None = None,
