@@ -11,7 +11,6 @@ Must never: accept connections (workers do) or know about HTTP.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import stat
@@ -230,6 +229,3 @@ def set_inheritable(listeners: list[Listener]) -> str:
         os.set_inheritable(listener.fileno(), True)
     return ",".join(str(listener.fileno()) for listener in listeners)
 
-
-def is_connection_reset(exc: OSError) -> bool:
-    return exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN)

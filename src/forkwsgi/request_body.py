@@ -210,11 +210,6 @@ class RequestBody:
     # --- the server side --------------------------------------------------------------------
 
     @property
-    def expecting_continue(self) -> bool:
-        """The client waits for 100 Continue that was never sent: its body is not coming."""
-        return self._continue
-
-    @property
     def finished(self) -> bool:
         return (self._eof or (self._chunked is None and self._remaining <= 0)) and not self._buf
 
@@ -259,7 +254,6 @@ class NoBody:
 
     __slots__ = ()
     finished = True
-    expecting_continue = False
     trailers: list = []
 
     def read(self, size: int | None = -1) -> bytes:
