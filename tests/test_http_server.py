@@ -444,3 +444,17 @@ def test_bad_request_gets_400_and_the_worker_keeps_serving(server):
         assert reply.status == 400, raw
         assert reply.header("Connection") == "close"
     assert environ_of(exchange(server, GET % b"/")).get("PATH_INFO") == "/"
+
+
+def test_a_retiring_worker_says_close_on_its_last_response(serve):
+    server = serve("tests.apps:hello", "--max-requests", "3")
+    with server.connect() as sock:
+        reader = Reader(sock)
+        replies = []
+        for _ in range(3):
+            sock.sendall(GET % b"/")
+            replies.append(reader.read())
+        assert [r.header("Connection") for r in replies] == [None, None, "close"]
+        assert reader.closed()
+    server.wait_workers(1)
+    assert exchange(server, GET % b"/").status == 200

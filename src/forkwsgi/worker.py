@@ -262,12 +262,13 @@ class Worker:
                     return
                 head, consumed = parsed
                 conn.fresh = False
-                after, buf = serve(conn, head, buf[consumed:])
                 if self.requests_left:
                     self.requests_left -= 1
                     if self.requests_left == 0:
+                        # before serving: the last response must say Connection: close
                         log.info("worker %s reached max_requests; retiring", self.pid)
                         self.alive = False
+                after, buf = serve(conn, head, buf[consumed:])
                 if after is not KEEP or not self.alive:
                     if after is LINGER:
                         linger_close(conn)
