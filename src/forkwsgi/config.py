@@ -156,14 +156,18 @@ def read_config_file(path: str, display: str | None = None) -> dict[str, Any]:
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
 
+def _read_bytes(path: str, display: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", display) from None
+
+
 def read_toml(path: str, display: str | None = None) -> dict[str, Any]:
     """A TOML document; a syntax error is ``file:line: invalid TOML: why (column N)``."""
     display = display or path
-    try:
-        with open(path, "rb") as fh:
-            source = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", display) from None
+    source = _read_bytes(path, display)
     try:
         return tomllib.loads(source.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -182,11 +186,7 @@ def read_toml(path: str, display: str | None = None) -> dict[str, Any]:
 def read_python(path: str, display: str | None = None) -> dict[str, Any]:
     """Settings from a Python config file: its module-level names (see the module docstring)."""
     display = display or path
-    try:
-        with open(path, "rb") as fh:
-            source = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", display) from None
+    source = _read_bytes(path, display)
     namespace: dict[str, Any] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
     try:
         code = compile(source, path, "exec")
