@@ -299,8 +299,9 @@ class Arbiter:
 
     def manage_workers(self) -> None:
         """Converge on ``target`` workers of the current generation."""
-        current = [w for w in self.workers.values()
-                   if w.generation == self.generation and w.retire_by is None]
+        # A worker being killed for a timeout no longer counts: its replacement starts now.
+        current = [w for w in self.workers.values() if w.generation == self.generation
+                   and w.retire_by is None and w.kill_at is None]
         missing = self.target - len(current)
         for _ in range(missing):
             self.spawn_worker()
@@ -438,8 +439,6 @@ class Arbiter:
                 continue
             self.kill_worker(info.pid, DUMP_SIGNAL)
             info.kill_at = now + DUMP_GRACE
-            # A replacement now, not after the kill: the other requests should not wait.
-            info.generation = -1
 
     # --- USR2: a new arbiter on the same sockets --------------------------------------------
 

@@ -142,7 +142,7 @@ class Response:
 
     __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
                  "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
-                 "body")
+                 "no_body", "body")
 
     def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
                  keep_alive: bool, server_header: bytes, body=None) -> None:
@@ -159,6 +159,7 @@ class Response:
         self.chunked = False
         self.sent = 0  # body bytes sent (before chunk framing)
         self.status_code = 0
+        self.no_body = False  # HEAD, 1xx, 204, 304: head only, whatever the app returns
         self.body = body  # the request body: unread and not drainable means we must close
 
     # --- PEP 3333 callables ---------------------------------------------------------------
@@ -198,6 +199,7 @@ class Response:
         """The head as bytes: the app's validated part, then framing and our fields."""
         prefix, code, length, own = app_head(self.status, self.headers)
         self.status_code = code
+        self.no_body = self.head_only or code < 200 or code == 204 or code == 304
         if own:
             extra = (b"" if b"d" in own else date_header()) + \
                 (b"" if b"s" in own else self.server_header)
@@ -229,7 +231,7 @@ class Response:
     def _send_head(self, body: bytes, body_length: int | None) -> None:
         head = self._compile_head(body_length)
         self.head_sent = True
-        if self.head_only or self.status_code in (204, 304) or self.status_code < 200:
+        if self.no_body:
             send_all(self.sock, head, self.timeout)
             return
         if self.chunked:
@@ -248,7 +250,7 @@ class Response:
         self.sent += len(body)
 
     def _send_body(self, data: bytes) -> None:
-        if not data or self.head_only or self.status_code in (204, 304):
+        if not data or self.no_body:
             return
         if self.chunked:
             send_parts(self.sock, [b"%x\r\n" % len(data), data, b"\r\n"], self.timeout)
@@ -283,12 +285,9 @@ class Response:
         fd, offset, size = span
         head = self._compile_head(size)
         count = size if self.length is None else min(size, self.length)
-        if self.chunked:
-            return False  # unreachable: length is always known here
         self.head_sent = True
         send_all(self.sock, head, self.timeout)
-        bodyless = self.head_only or self.status_code in (204, 304) or self.status_code < 200
-        if not bodyless and count:
+        if not self.no_body and count:
             send_file(self.sock, fd, offset, count, self.timeout)
             self.sent = count
         return True
@@ -305,6 +304,6 @@ class Response:
     @property
     def complete(self) -> bool:
         """The body sent matches its framing, so the connection may carry another request."""
-        if self.length is None or self.head_only or self.status_code in (204, 304):
+        if self.length is None or self.no_body:
             return True
         return self.sent == self.length
