@@ -309,8 +309,10 @@ class Arbiter:
             for info in sorted(current, key=lambda w: w.born)[:-missing]:
                 self.retire(info)
         if self.pending_generation is not None:
+            # Only a worker that reached its loop counts: one that failed to load the app
+            # passes through RETIRING on its way out, and must not retire the old generation.
             ready = [w for w in current
-                     if self.board.state(w.slot) not in (scoreboard.BOOTING, scoreboard.FREE)]
+                     if self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)]
             if len(ready) >= self.target:
                 self.pending_generation = None
                 for info in list(self.workers.values()):

@@ -157,8 +157,9 @@ class Worker:
 
     def _exit(self, status: int) -> None:
         self._call_hook("worker_exit", self)
-        with contextlib.suppress(Exception):
-            self.slot.set_state(scoreboard.RETIRING)
+        if status != BOOT_ERROR:  # a worker that never booted stays BOOTING to the end
+            with contextlib.suppress(Exception):
+                self.slot.set_state(scoreboard.RETIRING)
         for handler in logging.getLogger("forkwsgi").handlers + logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
