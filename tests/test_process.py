@@ -6,9 +6,11 @@ tree with psutil.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -146,6 +148,37 @@ def test_hung_request_is_killed_at_timeout_with_its_stack(serve):
     server.wait_workers(2)
     hung.join(30)
     assert get(server, "/?seconds=0")[0] == 200
+
+
+def _holder(server, client: socket.socket):
+    """The worker holding the server side of ``client``, or None."""
+    port = client.getsockname()[1]
+    for worker in server.workers():
+        with contextlib.suppress(psutil.Error):
+            if any(c.raddr and c.raddr[1] == port for c in worker.net_connections("tcp")):
+                return worker
+    return None
+
+
+def test_a_connection_whose_request_is_late_is_not_held_by_a_busy_worker(serve):
+    """A worker that accepted a connection before its request arrived would keep it
+    unserved through the next request it takes. The listener defers accept until the
+    first bytes are in, so the late request goes to whichever worker is free. Each round
+    races the two connections afresh."""
+    for _ in range(5):
+        server = serve("tests.apps:slow", workers=2)
+        late = server.connect()
+        hung = server.connect()
+        hung.sendall(b"GET /?seconds=60 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_until(lambda s=server, c=hung: _holder(s, c), what="a worker to take the hung request")
+        late.sendall(b"GET /?seconds=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := late.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 ")
+        late.close()
+        hung.close()
+        server.kill_tree()
 
 
 def _swallow(func, *args):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 INHERITED_FDS_ENV = "FORKWSGI__FDS"  # set by an arbiter for its USR2 successor
 SD_LISTEN_FDS_START = 3
+DEFER_ACCEPT_SECONDS = 1
 
 
 class ListenerError(Exception):
@@ -199,7 +200,20 @@ def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
     listeners.extend(_describe(sock, f"fd://{sock.fileno()}") for sock in adopted)
     for listener in listeners:
         listener.sock.setblocking(False)
+        if listener.sock.family != socket.AF_UNIX:
+            _defer_accept(listener.sock)
     return listeners
+
+
+def _defer_accept(sock: socket.socket) -> None:
+    """Hand a connection to accept() only once its first bytes have arrived (nginx's
+    ``deferred``). A worker that accepted a connection before its request came would hold
+    it, unserved, through whatever request it serves next; with the bytes already here, the
+    worker reads the request in the same turn as the accept. A client that sends nothing is
+    still handed over after about this many seconds, and the header timeout applies."""
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
 
 
 def _describe(sock: socket.socket, spec: str, owned: bool = False) -> Listener:
