@@ -6,8 +6,10 @@ headers, and the app-side contract (write(), close(), file_wrapper).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -256,6 +258,76 @@ def test_body_timeout_gives_the_app_an_error_and_the_worker_lives(serve):
     assert exchange(server, GET % b"/").status == 200
 
 
+def test_a_body_error_the_app_swallows_still_closes_the_connection(serve):
+    """The app catches the broken-chunk error and answers: the framing is lost all the
+    same, so the connection closes and the bytes after the bad chunk are never a request."""
+    server = serve("tests.apps:body_error")
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\n{\"a\":\r\nZZ\r\n")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.body == b"error: BodyError"
+        assert reply.header("Connection") == "close"
+        with contextlib.suppress(OSError):
+            sock.sendall(b"0\r\n\r\n" + GET % b"/smuggled")
+        assert reader.closed()
+    assert exchange(server, GET % b"/").status == 200
+
+
+def test_a_body_dribbled_after_the_response_does_not_pin_the_worker(serve):
+    """The app answers without reading a body the client sends a byte at a time: the
+    worker closes that connection instead of waiting for the rest, and serves others."""
+    server = serve("tests.apps:status")
+    stop = threading.Event()
+    with server.connect() as slow:
+        slow.sendall(b"POST /200 HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n\r\nabc")
+
+        def dribble():
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.2):
+                    slow.sendall(b"x")
+
+        thread = threading.Thread(target=dribble, daemon=True)
+        thread.start()
+        try:
+            reply = Reader(slow).read()
+            assert reply.status == 200
+            assert reply.header("Connection") == "close"
+            for _ in range(3):
+                assert exchange(server, GET % b"/200").status == 200
+        finally:
+            stop.set()
+            thread.join(5)
+
+
+def test_sigterm_during_a_request_puts_close_on_its_response(serve):
+    server = serve("tests.apps:term_self")
+    with server.connect() as sock:
+        sock.sendall(GET % b"/")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert (reply.status, reply.body) == (200, b"done")
+        assert reply.header("Connection") == "close"
+        assert reader.closed()
+
+
+def test_a_1xx_final_status_from_the_app_is_a_500(serve):
+    server = serve("tests.apps:status")
+    reply = exchange(server, GET % b"/103")
+    assert reply.status == 500
+    assert "is not a final response" in server.wait_log("is not a final response")
+    assert exchange(server, GET % b"/200").status == 200
+
+
+def test_script_name_is_cut_on_a_segment_boundary(serve):
+    server = serve("tests.apps:echo", env={"SCRIPT_NAME": "/app"})
+    assert environ_of(exchange(server, GET % b"/app/x"))["PATH_INFO"] == "/x"
+    assert environ_of(exchange(server, GET % b"/app"))["PATH_INFO"] == ""
+    env = environ_of(exchange(server, GET % b"/application"))
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/application")
+
+
 # --- slow and idle clients --------------------------------------------------------------------
 
 
@@ -443,6 +515,7 @@ def test_bad_request_gets_400_and_the_worker_keeps_serving(server):
         reply = exchange(server, raw)
         assert reply.status == 400, raw
         assert reply.header("Connection") == "close"
+        assert reply.header("Date")  # RFC 9110 section 6.6.1: on every 4xx too
     assert environ_of(exchange(server, GET % b"/")).get("PATH_INFO") == "/"
 
 

@@ -67,7 +67,7 @@ class Dispatcher:
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
                             head.keep_alive and self.keep_alive and self.worker.alive,
-                            self.server_header, body)
+                            self.server_header, body, self.worker)
         keep = True
         try:
             if self.pre_request is not None:
@@ -81,7 +81,7 @@ class Dispatcher:
             keep = False
             if not response.head_sent:
                 error = exc.http_error
-                self._send_error(sock, error.response(self.server_header))
+                self._send_error(sock, error.response(date_header() + self.server_header))
                 response.status = f"{error.status} {error.reason}"
         except Exception:
             keep = False

@@ -186,6 +186,10 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]
                 apply_forwarded(environ, trusted)
                 break
     script_name = environ["SCRIPT_NAME"]
-    if script_name and environ["PATH_INFO"].startswith(script_name):
-        environ["PATH_INFO"] = environ["PATH_INFO"][len(script_name):]
+    if script_name:
+        # The mount point is cut only on a segment boundary: with SCRIPT_NAME=/app,
+        # /app/x gives PATH_INFO=/x but /application stays whole.
+        path_info = environ["PATH_INFO"]
+        if path_info.startswith(script_name) and path_info[len(script_name):][:1] in ("", "/"):
+            environ["PATH_INFO"] = path_info[len(script_name):]
     return environ

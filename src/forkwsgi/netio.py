@@ -11,9 +11,12 @@ Must never: parse HTTP or know about WSGI.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import select
 import socket
+import termios
 
 _POLLIN = select.POLLIN | select.POLLPRI
 _POLLOUT = select.POLLOUT
@@ -32,6 +35,16 @@ def wait(sock: socket.socket, events: int, timeout: float) -> None:
     poller.register(sock, events | select.POLLERR | select.POLLHUP)
     if not poller.poll(timeout * 1000.0 if timeout > 0 else None):
         raise ClientTimeout(f"client inactive for {timeout:g}s")
+
+
+def pending_bytes(sock: socket.socket) -> int:
+    """Bytes received and not yet read (FIONREAD); 0 when the kernel will not say."""
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
+    except OSError:
+        return 0
+    return count[0]
 
 
 def recv_some(sock: socket.socket, size: int, timeout: float) -> bytes:

@@ -14,7 +14,14 @@ import socket
 
 from forkwsgi.http.errors import BadRequest, HTTPError, RequestTimeout
 from forkwsgi.http.parser import ChunkedDecoder, Limits
-from forkwsgi.netio import ClientDisconnected, ClientTimeout, recv_into_some, recv_some, send_all
+from forkwsgi.netio import (
+    ClientDisconnected,
+    ClientTimeout,
+    pending_bytes,
+    recv_into_some,
+    recv_some,
+    send_all,
+)
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 65536
@@ -42,13 +49,17 @@ class RequestBody:
     """A blocking reader over a non-blocking socket. One per request."""
 
     __slots__ = ("_sock", "_timeout", "_buf", "_remaining", "_chunked", "_continue",
-                 "_eof", "_pending", "leftover", "trailers")
+                 "_eof", "_pending", "_broken", "_draining", "leftover", "trailers")
 
     def __init__(self, sock: socket.socket, buffered: bytes, content_length: int | None,
                  chunked: bool, expect_continue: bool, timeout: float, limits: Limits) -> None:
         self._sock = sock
         self._timeout = timeout
         self._continue = expect_continue
+        # After a BodyError the framing is lost: whatever the app does with the error, the
+        # connection must close, or the rest of a broken body would be read as a request.
+        self._broken = False
+        self._draining = False  # drain(): take what has arrived, never wait for more
         self.trailers: list[tuple[str, str]] = []
         self.leftover = b""  # bytes past the body: the next request's, once eof
         if chunked:
@@ -78,10 +89,17 @@ class RequestBody:
         if self._continue:
             self._send_continue()
         try:
-            data = recv_some(self._sock, size, self._timeout)
+            if self._draining:
+                data = self._sock.recv(size)  # BlockingIOError: the drain gives up
+            else:
+                data = recv_some(self._sock, size, self._timeout)
+        except BlockingIOError:
+            raise
         except OSError as exc:
+            self._broken = True
             raise _read_error(exc) from None
         if not data:
+            self._broken = True
             raise BodyError("client disconnected before the end of the request body")
         return data
 
@@ -91,6 +109,7 @@ class RequestBody:
         try:
             decoded = decoder.feed(data)  # type: ignore[union-attr]
         except HTTPError as exc:
+            self._broken = True
             raise BodyError(f"bad chunked body: {exc.detail}", exc) from None
         if decoded:
             self._buf = self._buf + decoded if self._buf else decoded
@@ -132,8 +151,10 @@ class RequestBody:
             try:
                 got = recv_into_some(self._sock, view[have:], self._timeout)
             except OSError as exc:
+                self._broken = True
                 raise _read_error(exc) from None
             if not got:
+                self._broken = True
                 raise BodyError("client disconnected before the end of the request body")
             have += got
             self._remaining -= got
@@ -216,19 +237,32 @@ class RequestBody:
     def can_drain(self, limit: int = DRAIN_LIMIT) -> bool:
         """Will ``drain(limit)`` be able to make the connection reusable? (Before the
         response head goes out, so it can say ``Connection: close`` when not.)"""
+        if self._broken:
+            return False
         if self.finished:
             return True
         if self._continue:
             return False
-        return self._chunked is not None or self._remaining <= limit
+        if self._chunked is not None:
+            return True  # where its end is shows only by decoding; drain() will tell
+        # drain() takes only what has arrived (one ioctl, on this rare path only)
+        return self._remaining <= limit and self._remaining <= pending_bytes(self._sock)
 
     def drain(self, limit: int = DRAIN_LIMIT) -> bool:
         """Discard the unread body, up to ``limit`` bytes; False if it could not be drained
-        (too big, broken, or the client never got its 100 Continue) — then close."""
+        (too big, broken, not all here yet, or the client never got its 100 Continue) — then
+        the worker closes, lingering.
+
+        Only bytes that have already arrived are read: waiting here for a body the client
+        sends slowly would pin the worker, so a body still on its way costs the connection
+        instead (the loop's lingering close reads and drops it without blocking anyone)."""
+        if self._broken:
+            return False
         if self.finished:
             return True
         if self._continue:
             return False
+        self._draining = True
         try:
             if self._chunked is None:
                 if self._remaining > limit:
@@ -244,7 +278,7 @@ class RequestBody:
                 seen += len(self._buf)
                 self._buf = b""
             return self._eof
-        except (OSError, ClientDisconnected):
+        except (OSError, ClientDisconnected):  # BlockingIOError included: not all here yet
             return False
 
 

@@ -1,10 +1,10 @@
 """The response side of PEP 3333: start_response, write(), framing, sendfile.
 
 Owns: validating what the app hands us (status, header names and values,
-no hop-by-hop fields), choosing the framing (Content-Length when known,
-chunked on HTTP/1.1 otherwise, close-delimited on HTTP/1.0; no body for
-HEAD, 1xx, 204 and 304), adding Date/Server/Connection, and writing the
-head and a small body in one send.
+no hop-by-hop fields, no 1xx: it is not a final status), choosing the
+framing (Content-Length when known, chunked on HTTP/1.1 otherwise,
+close-delimited on HTTP/1.0; no body for HEAD, 204 and 304), adding
+Date/Server/Connection, and writing the head and a small body in one send.
 
 Must never: read the request, call the application, or send anything the
 app wrote with CR/LF in a header (that is response splitting: a 500).
@@ -95,9 +95,15 @@ def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | No
         elif lower in HOP_BY_HOP:
             raise AppError(f"hop-by-hop header {name!r} is the server's to set "
                            "(PEP 3333, RFC 9110 section 7.6.1)")
+    code = int(status[:3])
+    if code < 200:
+        # A 1xx is interim (RFC 9110 section 15.2): the client would wait for a final
+        # response that never comes. PEP 3333 gives apps no way to send one; 100 Continue
+        # is the server's, sent when the app reads wsgi.input.
+        raise AppError(f"status {status!r} is not a final response")
     lines = [f"HTTP/1.1 {status}\r\n"]
     lines.extend([f"{name}: {value}\r\n" for name, value in headers])
-    return "".join(lines).encode("latin-1"), int(status[:3]), length, own
+    return "".join(lines).encode("latin-1"), code, length, own
 
 
 class AppError(Exception):
@@ -142,10 +148,10 @@ class Response:
 
     __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
                  "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
-                 "no_body", "body")
+                 "no_body", "body", "owner")
 
     def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
-                 keep_alive: bool, server_header: bytes, body=None) -> None:
+                 keep_alive: bool, server_header: bytes, body=None, owner=None) -> None:
         self.sock = sock
         self.timeout = timeout
         self.http11 = http11
@@ -159,8 +165,11 @@ class Response:
         self.chunked = False
         self.sent = 0  # body bytes sent (before chunk framing)
         self.status_code = 0
-        self.no_body = False  # HEAD, 1xx, 204, 304: head only, whatever the app returns
+        self.no_body = False  # HEAD, 204, 304: head only, whatever the app returns
         self.body = body  # the request body: unread and not drainable means we must close
+        # Anything with an ``alive`` flag (the worker): a SIGTERM that arrives while the
+        # app runs still puts Connection: close on this response.
+        self.owner = owner
 
     # --- PEP 3333 callables ---------------------------------------------------------------
 
@@ -199,7 +208,7 @@ class Response:
         """The head as bytes: the app's validated part, then framing and our fields."""
         prefix, code, length, own = app_head(self.status, self.headers)
         self.status_code = code
-        self.no_body = self.head_only or code < 200 or code == 204 or code == 304
+        self.no_body = self.head_only or code == 204 or code == 304
         if own:
             extra = (b"" if b"d" in own else date_header()) + \
                 (b"" if b"s" in own else self.server_header)
@@ -207,7 +216,7 @@ class Response:
             extra = date_header() + self.server_header
         if length is not None:
             self.length = length
-        elif code < 200 or code == 204 or code == 304:
+        elif code == 204 or code == 304:
             pass  # RFC 9110 sections 8.6, 15.3.5, 15.4.5: no body, no length
         elif body_length is not None:
             # HEAD gets the length a GET would have had (RFC 9110 section 9.3.2)
@@ -220,7 +229,8 @@ class Response:
             extra += b"Transfer-Encoding: chunked\r\n"
         else:
             self.keep_alive = False  # HTTP/1.0 and unknown length: the close ends the body
-        if self.keep_alive and self.body is not None and not self.body.can_drain():
+        if self.keep_alive and (self.owner is not None and not self.owner.alive
+                                or self.body is not None and not self.body.can_drain()):
             self.keep_alive = False
         if not self.keep_alive:
             extra += b"Connection: close\r\n"

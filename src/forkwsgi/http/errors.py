@@ -24,12 +24,13 @@ class HTTPError(Exception):
         super().__init__(detail or self.reason)
         self.detail = detail or self.reason
 
-    def response(self, server_header: bytes = b"") -> bytes:
-        """The whole response: status line, headers, a one-line text body."""
+    def response(self, fields: bytes = b"") -> bytes:
+        """The whole response: status line, ``fields`` (the server's Date and Server lines,
+        CRLF-terminated), framing, a one-line text body."""
         body = f"{self.status} {self.reason}\n".encode("ascii")
         return (
             f"HTTP/1.1 {self.status} {self.reason}\r\n".encode("ascii")
-            + server_header
+            + fields
             + b"Content-Type: text/plain; charset=utf-8\r\n"
             + b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
             + b"Connection: close\r\n\r\n"
