@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 
@@ -169,3 +170,15 @@ def body_error(environ, start_response):
         body = f"error: {type(exc).__name__}".encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
+
+
+def exit_with(environ, start_response):
+    """Raises SystemExit(?code): the worker dies and is replaced; the server stays up."""
+    raise SystemExit(int(environ.get("QUERY_STRING", "").partition("=")[2] or 1))
+
+
+def term_self(environ, start_response):
+    """SIGTERMs its own worker mid-request, then answers (a graceful stop mid-request)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"done"]

@@ -120,6 +120,10 @@ def test_gunicorn_flag_gets_our_name(forkwsgi):
     (["--umask", "999", "m:app"], "invalid value for setting 'umask'"),
     (["--access-logformat", "%(zz)s", "m:app"],
      "invalid value for setting 'access_logformat': unknown atom 'zz'"),
+    (["-u", "no-such-user-here", "m:app"],
+     "invalid value for setting 'user': no such user 'no-such-user-here'"),
+    (["-g", "no-such-group-here", "m:app"],
+     "invalid value for setting 'group': no such group 'no-such-group-here'"),
     (["-w"], "option '-w' requires an argument"),
     (["a:app", "b:app"], "unexpected extra argument"),
 ])

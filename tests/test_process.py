@@ -150,6 +150,35 @@ def test_hung_request_is_killed_at_timeout_with_its_stack(serve):
     assert get(server, "/?seconds=0")[0] == 200
 
 
+def test_timeout_kills_the_hung_worker_and_no_other(serve):
+    """Requests keep flowing through the kill while SIGCHLD makes the arbiter read the
+    scoreboard as often as it can: a read that catches a worker mid-write must never look
+    like a missed heartbeat (a healthy worker killed, its request lost)."""
+    server = serve("tests.apps:slow", "--timeout", "2", workers=2)
+    hung = threading.Thread(target=lambda: _swallow(get, server, "/?seconds=60", 30),
+                            daemon=True)
+    hung.start()
+    stop = threading.Event()
+
+    def poke():
+        while not stop.wait(0.001):
+            with contextlib.suppress(ProcessLookupError):
+                server.signal(signal.SIGCHLD)
+
+    poker = threading.Thread(target=poke, daemon=True)
+    poker.start()
+    try:
+        statuses = []
+        for _ in range(400):  # about 5 s of 10 ms requests, well past the 2 s timeout
+            statuses.append(get(server, "/?seconds=0.01")[0])
+    finally:
+        stop.set()
+        poker.join(5)
+    assert statuses == [200] * len(statuses)
+    log = server.wait_log("WORKER TIMEOUT", timeout=30)
+    assert log.count("WORKER TIMEOUT") == 1, log
+
+
 def _holder(server, client: socket.socket):
     """The worker holding the server side of ``client``, or None."""
     port = client.getsockname()[1]
@@ -274,6 +303,19 @@ def test_max_requests_recycles_workers(serve):
     server.wait_workers(1)
 
 
+def test_an_app_calling_sys_exit_3_is_not_taken_for_a_boot_failure(serve):
+    """3 is the status of a worker that could not load the app; the same number from the
+    app's own sys.exit() after boot only costs that worker, which is replaced."""
+    server = serve("tests.apps:exit_with", workers=1)
+    before = server.wait_workers(1)[0].pid
+    with pytest.raises((OSError, http.client.HTTPException)):
+        get(server, "/?code=3")
+    wait_until(lambda: [w.pid for w in server.workers()] not in ([], [before]),
+               what="a replacement worker")
+    assert server.process.is_running()
+    assert "failed to boot" not in server.log()
+
+
 def test_app_import_error_stops_without_respawning(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     proc = subprocess.run([*FORKWSGI, "-b", "127.0.0.1:0", "-w", "3", "tests.apps_broken:app"],
@@ -283,6 +325,22 @@ def test_app_import_error_stops_without_respawning(tmp_path):
     assert "tests.apps_broken" in output
     assert "this_module_does_not_exist" in output
     assert output.count("failed to load the application") <= 3
+
+
+@pytest.mark.parametrize("body", ["import os\nos._exit(1)\n",
+                                  "import ctypes\nctypes.string_at(0)\n"],
+                         ids=["exit-at-import", "segfault-at-import"])
+def test_a_worker_that_dies_while_booting_stops_the_server(tmp_path, body):
+    """Not only an ImportError: any death before the worker's loop (a crash, an exit at
+    import time) stops the arbiter instead of forking replacements in a loop."""
+    (tmp_path / "dies_at_import.py").write_text(body + "app = None\n")
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path}"}
+    proc = subprocess.run([*FORKWSGI, "-b", "127.0.0.1:0", "-w", "3", "dies_at_import:app"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    output = proc.stderr + proc.stdout
+    assert proc.returncode != 0, output
+    assert "failed to boot" in output
+    assert output.count("failed to boot") <= 3
 
 
 def test_preload_import_error_is_reported_before_forking(tmp_path):

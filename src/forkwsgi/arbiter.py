@@ -38,6 +38,8 @@ QUICK_GRACE = 2.0  # seconds workers get to exit after QUIT/INT before SIGKILL
 MAX_SLEEP = 10.0  # an upper bound on a sleep, in case a deadline is missed
 BOOT_POLL = 0.05  # while a new generation boots, how often to check it is ready
 PARENT_ENV = "FORKWSGI__PARENT"
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                           signal.SIGABRT})
 
 
 @dataclass
@@ -381,18 +383,23 @@ class Arbiter:
             info = self.workers.pop(pid, None)
             if info is None:
                 continue  # an orphan re-parented to us as PID 1
+            booting = self.board.state(info.slot) == scoreboard.BOOTING
             self.board.reset(info.slot)
             self.call_hook("child_exit", self, info)
             code = os.waitstatus_to_exitcode(status)
-            if code == BOOT_ERROR:
-                self.boot_failed(info)
+            # A worker that fails before it reaches its loop (the app does not import, a
+            # crash at import) would fail again in its replacement: stop rather than fork
+            # in a loop. A kill from outside (SIGKILL, SIGTERM) is not the code's fault.
+            if code == BOOT_ERROR or booting and (code > 0 or -code in CRASH_SIGNALS) \
+                    and info.retire_by is None and info.kill_at is None and not self.stopping:
+                self.boot_failed(info, code)
             elif code < 0 and info.retire_by is None and info.kill_at is None \
                     and not self.stopping:
                 log.error("worker %s died of signal %s", pid, -code)
             elif code > 0 and not self.stopping:
                 log.error("worker %s exited with status %s", pid, code)
 
-    def boot_failed(self, info: WorkerInfo) -> None:
+    def boot_failed(self, info: WorkerInfo, code: int) -> None:
         others = [w for w in self.workers.values() if w.generation != info.generation]
         if info.generation == self.generation and self.pending_generation is not None and others:
             # A reload whose app does not load: keep serving with the old generation.
@@ -405,7 +412,8 @@ class Arbiter:
             return
         if info.generation != self.generation:
             return
-        log.error("worker %s failed to boot: stopping (exit status %s)", info.pid, BOOT_ERROR)
+        log.error("worker %s failed to boot (%s): stopping", info.pid,
+                  f"signal {-code}" if code < 0 else f"exit status {code}")
         self.exit_status = BOOT_ERROR
         self.stop(graceful=False)
 

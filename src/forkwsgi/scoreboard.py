@@ -27,21 +27,24 @@ FREE, BOOTING, IDLE, BUSY, RETIRING = 0, 1, 2, 3, 4
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy",
                RETIRING: "retiring"}
 
-# pid, generation, state, heartbeat, request start, requests served, method, target, client
-_SLOT = struct.Struct("<iiBxxxddQ16s192s64s")
-_HEAD = struct.Struct("<iiBxxxd")  # pid, generation, state, heartbeat
-_STATE = struct.Struct("<B")
-_STATE_OFFSET = 8
-_HEARTBEAT = struct.Struct("<d")
-_HEARTBEAT_OFFSET = 12
-_BUSY = struct.Struct("<Bxxxdd")  # state, heartbeat, request start
-_DONE = struct.Struct("<Bxxxd")  # state, heartbeat
-_REQUESTS = struct.Struct("<Q")
-_REQUESTS_OFFSET = 28
-_REQUEST = struct.Struct("<16s192s64s")
+# The slot layout. The fields the arbiter decides on (state, heartbeat, request start) are
+# written one at a time through typed memoryviews, never with struct.pack_into: pack_into
+# zero-fills its whole span before writing it, and an arbiter reading in that instant would
+# see a heartbeat of 0 (a worker silent since boot) and kill a healthy worker. Each field
+# is 8-byte aligned and written by a single store, and the writer orders its stores so that
+# any mix of old and new values the arbiter can see is a safe one (see SlotWriter).
+#   0 pid i | 4 generation i | 8 heartbeat d | 16 request start d | 24 requests Q |
+#   32 state B | 36 method 16s | 52 target 192s | 244 client 64s
+_SLOT = struct.Struct("<iiddQBxxx16s192s64s")
+_HEAD = struct.Struct("<iid")  # pid, generation, heartbeat: written by the arbiter only
+_HEARTBEAT_OFFSET = 8
+_START_OFFSET = 16
+_REQUESTS_OFFSET = 24
+_STATE_OFFSET = 32
+_REQUEST = struct.Struct("<16s192s64s")  # diagnostic text: a torn read only garbles a log line
 _REQUEST_OFFSET = 36
 SLOT_SIZE = 320
-assert _SLOT.size <= SLOT_SIZE
+assert _SLOT.size <= SLOT_SIZE and SLOT_SIZE % 64 == 0  # a slot never shares a cache line
 
 
 @dataclass
@@ -73,9 +76,9 @@ class Scoreboard:
         """A free slot index for a new worker (arbiter side, before fork)."""
         for index in range(self.slots):
             if self.mem[index * SLOT_SIZE + _STATE_OFFSET] == FREE:
-                self.reset(index)
-                _HEAD.pack_into(self.mem, index * SLOT_SIZE, pid, generation, BOOTING,
-                                time.monotonic())
+                self.reset(index)  # no worker runs on a free slot: pack_into is safe here
+                _HEAD.pack_into(self.mem, index * SLOT_SIZE, pid, generation, time.monotonic())
+                self.mem[index * SLOT_SIZE + _STATE_OFFSET] = BOOTING
                 return index
         raise RuntimeError("scoreboard full: more workers than slots")
 
@@ -86,7 +89,7 @@ class Scoreboard:
         self.mem[index * SLOT_SIZE:(index + 1) * SLOT_SIZE] = bytes(SLOT_SIZE)
 
     def read(self, index: int) -> SlotView:
-        pid, gen, state, beat, start, count, method, target, client = _SLOT.unpack_from(
+        pid, gen, beat, start, count, state, method, target, client = _SLOT.unpack_from(
             self.mem, index * SLOT_SIZE)
         return SlotView(index, pid, gen, state, beat, start, count,
                         method.rstrip(b"\0").decode("latin-1"),
@@ -101,27 +104,42 @@ class Scoreboard:
 
 
 class SlotWriter:
-    """A worker's handle on its own slot: bound methods for the hot path."""
+    """A worker's handle on its own slot: bound methods for the hot path.
+
+    Store order is what keeps the arbiter's view safe: ``busy`` writes the request start
+    before the BUSY state (so BUSY never pairs with the previous request's start), and
+    ``done`` the heartbeat before the IDLE state (so IDLE never pairs with a heartbeat
+    from before a long request).
+    """
 
     def __init__(self, board: Scoreboard, index: int) -> None:
+        base = index * SLOT_SIZE
+        view = memoryview(board.mem)
+        self.times = view[base + _HEARTBEAT_OFFSET:base + _REQUESTS_OFFSET].cast("d")
+        self.count = view[base + _REQUESTS_OFFSET:base + _STATE_OFFSET].cast("Q")
+        self.state = view[base + _STATE_OFFSET:base + _STATE_OFFSET + 1]
         self.mem = board.mem
-        self.base = index * SLOT_SIZE
+        self.request_offset = base + _REQUEST_OFFSET
         self.requests = 0
 
     def set_state(self, state: int) -> None:
-        _STATE.pack_into(self.mem, self.base + _STATE_OFFSET, state)
+        self.state[0] = state
 
     def heartbeat(self, now: float) -> None:
-        _HEARTBEAT.pack_into(self.mem, self.base + _HEARTBEAT_OFFSET, now)
+        self.times[0] = now
 
     def busy(self, now: float, method: str, target: str, client: str) -> None:
-        _BUSY.pack_into(self.mem, self.base + _STATE_OFFSET, BUSY, now, now)
-        _REQUEST.pack_into(self.mem, self.base + _REQUEST_OFFSET,
+        times = self.times
+        times[1] = now  # request start, before the state says BUSY
+        times[0] = now
+        self.state[0] = BUSY
+        _REQUEST.pack_into(self.mem, self.request_offset,
                            method.encode("latin-1", "replace"),
                            target.encode("latin-1", "replace"),
                            client.encode("latin-1", "replace"))
 
     def done(self, now: float, state: int = IDLE) -> None:
         self.requests += 1
-        _DONE.pack_into(self.mem, self.base + _STATE_OFFSET, state, now)
-        _REQUESTS.pack_into(self.mem, self.base + _REQUESTS_OFFSET, self.requests)
+        self.times[0] = now  # heartbeat, before the state says IDLE
+        self.state[0] = state
+        self.count[0] = self.requests

@@ -155,6 +155,30 @@ def _cgroup_cpu_quota() -> int | None:
     return None
 
 
+def _existing(value: Any, lookup: Callable[[str], Any], what: str) -> str | None:
+    """A user or group name (or a number) that exists here: checked when the settings are
+    loaded, so a typo is a one-line error and not a worker dying at every boot."""
+    name = to_optional_str(value)
+    if name is not None and not name.isdigit():
+        try:
+            lookup(name)
+        except KeyError:
+            raise ValueError(f"no such {what} {name!r}") from None
+    return name
+
+
+def to_user(value: Any) -> str | None:
+    import pwd
+
+    return _existing(value, pwd.getpwnam, "user")
+
+
+def to_group(value: Any) -> str | None:
+    import grp
+
+    return _existing(value, grp.getgrnam, "group")
+
+
 def to_umask(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -287,9 +311,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Set an environment variable KEY=VALUE in the server. Repeatable.", multiple=True),
     Setting("pid", ("-p", "--pid"), to_optional_str, None, "process",
             "Write the arbiter PID to this file (atomically); removed on exit."),
-    Setting("user", ("-u", "--user"), to_optional_str, None, "process",
+    Setting("user", ("-u", "--user"), to_user, None, "process",
             "Workers switch to this user (name or uid) after the listeners are bound."),
-    Setting("group", ("-g", "--group"), to_optional_str, None, "process",
+    Setting("group", ("-g", "--group"), to_group, None, "process",
             "Workers switch to this group (name or gid)."),
     Setting("umask", ("--umask",), to_umask, 0o022, "process",
             "File mode creation mask of the server processes, in octal."),

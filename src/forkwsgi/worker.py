@@ -32,7 +32,7 @@ from forkwsgi.dispatch import KEEP, LINGER, Dispatcher
 from forkwsgi.environ import TrustedPeers, base_environ, connection_environ, trusted_keys
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import parse_head
-from forkwsgi.response import FileWrapper
+from forkwsgi.response import FileWrapper, date_header
 
 log = logging.getLogger("forkwsgi.error")
 
@@ -41,7 +41,7 @@ RECV_SIZE = 65536
 # One accept per wake-up: a busy worker leaves the next newcomer to an idle one, which
 # EPOLLEXCLUSIVE wakes instead (the listener stays readable while connections wait).
 ACCEPT_BATCH = 1
-TICK = 1.0  # seconds between deadline scans and heartbeats while idle
+TICK = 1.0  # seconds between deadline scans and heartbeats while idle (less if --timeout is)
 LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and dropped
 DUMP_SIGNAL = signal.SIGUSR2  # the arbiter asks a hung worker for its stacks with this
 
@@ -83,6 +83,7 @@ class Worker:
         self.reopen_logs = False
         self.conns: dict[int, Connection] = {}
         self.requests_left = 0
+        self.booted = False  # reached the connection loop
 
     # --- process setup ------------------------------------------------------------------------
 
@@ -95,7 +96,9 @@ class Worker:
                 return
             self._loop()
         except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 0
+            status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            if status == BOOT_ERROR:  # the app's own sys.exit(3) after boot: not a boot error
+                status = 1
         except BaseException:
             log.exception("worker %s crashed", self.pid)
             status = 1
@@ -157,7 +160,7 @@ class Worker:
 
     def _exit(self, status: int) -> None:
         self._call_hook("worker_exit", self)
-        if status != BOOT_ERROR:  # a worker that never booted stays BOOTING to the end
+        if self.booted:  # one that never reached its loop stays BOOTING: the arbiter stops
             with contextlib.suppress(Exception):
                 self.slot.set_state(scoreboard.RETIRING)
         for handler in logging.getLogger("forkwsgi").handlers + logging.getLogger().handlers:
@@ -204,6 +207,10 @@ class Worker:
         monotonic = time.monotonic
         wake_r = self._wake_r
         next_tick = 0.0
+        # Heartbeats come once a tick while idle: several per --timeout, so an idle worker
+        # is never mistaken for a hung one, however short the timeout.
+        tick = min(TICK, cfg.timeout / 4) if cfg.timeout else TICK
+        self.booted = True
         slot.set_state(scoreboard.IDLE)
 
         def close(conn: Connection) -> None:
@@ -217,7 +224,7 @@ class Worker:
             log.debug("rejected a request from %s: %s %s", conn.client, error.status,
                       error.detail)
             try:
-                conn.sock.send(error.response(dispatcher.server_header))
+                conn.sock.send(error.response(date_header() + dispatcher.server_header))
             except OSError:
                 close(conn)
                 return
@@ -351,7 +358,7 @@ class Worker:
                 if not conns and not lingering:
                     return
             try:
-                events = epoll.poll(TICK)
+                events = epoll.poll(tick)
             except InterruptedError:
                 events = []
             if self.reopen_logs:
@@ -382,7 +389,7 @@ class Worker:
                     linger(fd)
             now = monotonic()
             if now >= next_tick:
-                next_tick = now + TICK
+                next_tick = now + tick
                 slot.heartbeat(now)
                 if os.getppid() != self.arbiter_pid:
                     log.warning("worker %s: the arbiter is gone; exiting", self.pid)
