@@ -26,6 +26,15 @@ def hello(environ, start_response):
     return [b"Hello, world!"]
 
 
+LOADED_IN = os.getpid()  # the process that imported this module: the arbiter with --preload
+
+
+def loaded_in(environ, start_response):
+    body = f"{LOADED_IN} {os.getpid()}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
 def pid(environ, start_response):
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain")])

@@ -218,3 +218,33 @@ def test_dump_round_trips_through_a_toml_file(tmp_path):
     again = resolve_in(tmp_path, config="dumped.toml", app=None)
     for row in settings.SETTINGS:
         assert getattr(again, row.name) == getattr(cfg, row.name), row.name
+
+
+# --- -w auto: the cgroup's CPU quota ---------------------------------------------------------
+
+
+def _cgroup(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[str, str]:
+    root = tmp_path / "cgroup"
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    proc = tmp_path / "self-cgroup"
+    proc.write_text(f"0::{own}\n")
+    return str(root), str(proc)
+
+
+@pytest.mark.parametrize("own, files, cpus", [
+    ("/", {}, None),  # no cpu controller files: unlimited
+    ("/", {"cpu.max": "max 100000\n"}, None),
+    ("/", {"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs round up
+    ("/app.slice/web.service", {"app.slice/web.service/cpu.max": "50000 100000\n"}, 1),
+    # the tightest of our cgroup and its parents wins
+    ("/app.slice/web.service", {"app.slice/cpu.max": "300000 100000\n",
+                                "app.slice/web.service/cpu.max": "max 100000\n"}, 3),
+    ("/", {"cpu/cpu.cfs_quota_us": "250000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # v1
+    ("/", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+])
+def test_cgroup_cpu_quota(tmp_path, own, files, cpus):
+    root, proc = _cgroup(tmp_path, own, files)
+    assert settings._cgroup_cpu_quota(root, proc) == cpus

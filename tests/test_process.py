@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 import pytest
@@ -565,3 +569,104 @@ def test_systemd_socket_activation_serves_only_the_passed_socket(tmp_path):
     finally:
         kill_tree(proc.pid)
         log.close()
+
+
+# --- settings that act on the process tree --------------------------------------------------
+
+
+@pytest.mark.parametrize("signals", [["TERM", "TERM"], ["INT"]], ids=["second-term", "int"])
+def test_second_term_and_int_are_quick_stops(serve, signals):
+    """A graceful stop would wait the 60 s request out; these must not."""
+    server = serve("tests.apps:slow", "--graceful-timeout", "120", workers=1)
+    threading.Thread(target=lambda: _swallow(get, server, "/?seconds=60", 90),
+                     daemon=True).start()
+    wait_until(lambda: _busy(server) == 1, what="a busy worker")
+    workers = server.workers()
+    for name in signals:
+        server.signal(getattr(signal, "SIG" + name))
+        if name == "TERM" and len(signals) > 1:
+            server.wait_log("Graceful stop")
+    assert server.wait_exit(20) == 0
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "per-worker"])
+def test_preload_loads_the_app_once_in_the_arbiter(serve, preload):
+    server = serve("tests.apps:loaded_in", *(["--preload"] if preload else []), workers=2)
+    loaded, served = map(int, get(server)[1].split())
+    assert served in {w.pid for w in server.workers()}
+    assert loaded == (server.pid if preload else served)
+
+
+def test_max_requests_jitter_spreads_the_recycling(serve):
+    """Each worker serves between max_requests and max_requests + jitter requests."""
+    server = serve("tests.apps:pid", "--max-requests", "2", "--max-requests-jitter", "3",
+                   workers=1)
+    served_by: list[str] = []
+    for _ in range(40):
+        served_by.append(get(server)[1].decode())
+    runs = [len(list(group)) for _, group in itertools.groupby(served_by)]
+    assert len(runs) >= 8
+    assert all(2 <= run <= 5 for run in runs[:-1]), runs  # the last worker may not be done
+    assert len(set(runs[:-1])) > 1, runs  # jitter: not every worker the same budget
+
+
+def test_fd_bind_serves_an_inherited_socket(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    log = open(tmp_path / "fd.log", "wb")
+    proc = subprocess.Popen([*FORKWSGI, "-b", f"fd://{fd}", "tests.apps:hello"], cwd=REPO,
+                            env=env, pass_fds=[fd], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    listener.close()
+    try:
+        class Target:
+            host = "127.0.0.1"
+
+        Target.port = port
+        wait_until(lambda: _try_get(Target), what="the inherited socket to answer")
+        assert get(Target) == (200, b"Hello, world!")
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        kill_tree(proc.pid)
+        log.close()
+
+
+def test_umask_applies_to_the_server_and_its_unix_socket(serve, tmp_path):
+    path = tmp_path / "app.sock"
+    server = serve("tests.apps:hello", "--umask", "077", "-b", f"unix:{path}", bind=False,
+                   wait=False)
+    wait_until(path.exists, what="the unix socket")
+    server.wait_workers(1)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for proc in [server.process, *server.workers()]:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "Umask:\t0077" in status
+
+
+def test_the_console_script_runs():
+    script = Path(sys.executable).with_name("forkwsgi")
+    if not script.exists():
+        pytest.skip("forkwsgi is not installed in this environment (pip install -e .)")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    assert "forkwsgi" in proc.stdout
+
+
+def test_a_short_timeout_never_kills_idle_workers(serve):
+    """Idle workers heartbeat several times per --timeout, however short it is. Watched
+    over a bounded window of requests spread across several timeouts."""
+    server = serve("tests.apps:hello", "--timeout", "0.5", workers=2)
+    before = {w.pid for w in server.workers()}
+    for _ in range(15):
+        assert get(server)[0] == 200
+        time.sleep(0.1)  # idle gaps between requests: what this test is about
+    assert "WORKER TIMEOUT" not in server.log()
+    assert {w.pid for w in server.workers()} == before

@@ -13,6 +13,7 @@ needs to locals at start).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -131,27 +132,39 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def _cgroup_cpu_quota() -> int | None:
-    """CPUs allowed by a cgroup v2 ``cpu.max`` (or v1 cfs quota), rounded up; None when unlimited."""
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup", proc: str = "/proc/self/cgroup"
+                      ) -> int | None:
+    """CPUs allowed by this process's cgroup, rounded up; None when unlimited.
+
+    cgroup v2: ``cpu.max`` of our own cgroup (named in /proc/self/cgroup as ``0::/path``)
+    and of each parent up to the root, the tightest wins; then cgroup v1's cfs quota.
+    """
     import math
 
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as fh:
-            quota, period = fh.read().split()[:2]
-        if quota != "max":
-            return max(1, math.ceil(int(quota) / int(period)))
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
+    quotas = []
+    own = ""
+    with contextlib.suppress(OSError):
+        with open(proc) as fh:
+            for line in fh:
+                if line.startswith("0::"):
+                    own = line[3:].strip().strip("/")
+    parts = own.split("/") if own else []
+    for depth in range(len(parts), -1, -1):
+        path = os.path.join(root, *parts[:depth], "cpu.max")
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as fh:
+                quota, period = fh.read().split()[:2]
+            if quota != "max":
+                quotas.append(math.ceil(int(quota) / int(period)))
+    if quotas:
+        return max(1, min(quotas))
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as fh:
             quota_us = int(fh.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as fh:
             period_us = int(fh.read())
         if quota_us > 0:
             return max(1, math.ceil(quota_us / period_us))
-    except (OSError, ValueError):
-        pass
     return None
 
 
