@@ -19,6 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -419,14 +420,10 @@ def test_pid_1_reaps_orphans_and_stops_on_term(tmp_path):
                              what="the arbiter")
         wait_until(lambda: len(arbiter.children()) == 2, what="two workers")
 
-        class Target:
-            host = "127.0.0.1"
-
-        Target.port = port
-
-        wait_until(lambda: _try_get(Target), what="the server to answer")
+        target = _loopback(port)
+        wait_until(lambda: _try_get(target), what="the server to answer")
         for _ in range(5):
-            assert get(Target)[0] == 200
+            assert get(target)[0] == 200
 
         def no_zombies():
             try:
@@ -445,6 +442,11 @@ def test_pid_1_reaps_orphans_and_stops_on_term(tmp_path):
             proc.kill()
         proc.wait(10)
         log.close()
+
+
+def _loopback(port: int) -> SimpleNamespace:
+    """What get() needs to reach a server this test started without the serve fixture."""
+    return SimpleNamespace(host="127.0.0.1", port=port)
 
 
 def _try_get(target) -> bool:
@@ -555,11 +557,8 @@ def test_systemd_socket_activation_serves_only_the_passed_socket(tmp_path):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     listener.close()
     try:
-        class Target:
-            host = "127.0.0.1"
-
-        Target.port = port
-        wait_until(lambda: _try_get(Target), what="the activated socket to answer")
+        target = _loopback(port)
+        wait_until(lambda: _try_get(target), what="the activated socket to answer")
         arbiter = psutil.Process(proc.pid)
         ports = {c.laddr.port for c in arbiter.net_connections(kind="tcp")
                  if c.status == psutil.CONN_LISTEN}
@@ -625,12 +624,9 @@ def test_fd_bind_serves_an_inherited_socket(tmp_path):
                             start_new_session=True)
     listener.close()
     try:
-        class Target:
-            host = "127.0.0.1"
-
-        Target.port = port
-        wait_until(lambda: _try_get(Target), what="the inherited socket to answer")
-        assert get(Target) == (200, b"Hello, world!")
+        target = _loopback(port)
+        wait_until(lambda: _try_get(target), what="the inherited socket to answer")
+        assert get(target) == (200, b"Hello, world!")
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
