@@ -244,3 +244,33 @@ def test_exc_info_after_headers_reraises_and_cuts_the_connection(server):
     assert b"never sent" not in body
     log = assert_validator_happy(server)
     assert "marker-after-headers" in log
+
+
+# --- every well-behaved app of tests/apps.py, validated ----------------------------------------
+
+POST = b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
+
+
+@pytest.mark.parametrize("raw, status", [
+    (get("/echo/x?a=1"), 200),
+    (POST % (b"/echo/", 5, b"hello"), 200),
+    (get("/hello/"), 200),
+    (get("/pid/"), 200),
+    (get("/loaded_in/"), 200),
+    (get("/slow/?seconds=0"), 200),
+    (get("/application/"), 200),
+    (get("/stream/"), 200),
+    (get("/writer/"), 200),
+    (get("/status/200"), 200),
+    (get("/status/404"), 404),
+    (get("/closing/"), 200),
+    (get("/sendfile/"), 200),
+    (get("/sendfile/bytesio"), 200),
+    (POST % (b"/reject_upload/", 3, b"abc"), 413),
+    (POST % (b"/read_lines/", 6, b"a\nb\nc\n"), 200),
+    (POST % (b"/body_error/", 4, b"data"), 200),
+], ids=lambda value: value.split(b" ")[1].decode() if isinstance(value, bytes) else None)
+def test_every_well_behaved_test_app_passes_the_validator(serve, raw, status):
+    server = serve("tests.validated_apps:app")
+    assert exchange(server, raw).status == status
+    assert_validator_happy(server)
