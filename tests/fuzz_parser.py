@@ -8,7 +8,8 @@ must satisfy (see check()).
 Must never: let an exception other than HTTPError pass as a finding, or be
 collected by pytest (the name does not start with ``test_``).
 
-Usage (libFuzzer adds what it finds to the FIRST directory: keep that one scratch):
+Usage (``pip install -e '.[fuzz]'`` brings atheris; libFuzzer adds what it finds to
+the FIRST directory: keep that one scratch):
     python tests/fuzz_parser.py /tmp/fuzz-parser tests/corpus       # fuzz, seeded by the corpus
     python tests/fuzz_parser.py -runs=200000 /tmp/fuzz-parser tests/corpus
     python tests/fuzz_parser.py --replay tests/corpus [FILE...]     # no atheris needed

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -124,8 +127,6 @@ def test_write_callable_then_iterable(serve):
 
 
 def test_file_wrapper_sends_real_files_and_falls_back_for_others(serve):
-    from pathlib import Path
-
     server = serve("tests.apps:sendfile")
     expected = (Path(__file__).parent / "apps.py").read_bytes()
     reply = exchange(server, GET % b"/file")
@@ -133,6 +134,42 @@ def test_file_wrapper_sends_real_files_and_falls_back_for_others(serve):
     assert reply.header("Content-Length") == str(len(expected))
     fallback = exchange(server, GET % b"/bytesio")
     assert fallback.body == b"0123456789" * 1000
+
+
+def _traced(pid: int, out, calls: str):
+    """strace attached to ``pid`` (children too), writing ``calls`` to ``out``; waits until
+    the kernel says the process is traced."""
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", f"trace={calls}", "-o", str(out),
+                               "-p", str(pid)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+
+    def traced():
+        status = open(f"/proc/{pid}/status").read()
+        return "TracerPid:\t0\n" not in status
+
+    wait_until(traced, what="strace to attach")
+    return tracer
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_file_wrapper_uses_sendfile_for_a_real_file_only(serve, tmp_path):
+    """The kernel copies a real file to the socket (os.sendfile); a BytesIO is iterated."""
+    server = serve("tests.apps:sendfile")
+    worker = server.wait_workers(1)[0]
+    size = (Path(__file__).parent / "apps.py").stat().st_size
+    for path, expect_sendfile in ((b"/file", True), (b"/bytesio", False)):
+        out = tmp_path / f"strace{path.decode().replace('/', '-')}.txt"
+        tracer = _traced(worker.pid, out, "sendfile")
+        try:
+            assert exchange(server, GET % path).status == 200
+        finally:
+            tracer.terminate()
+            tracer.wait(10)
+        calls = [line for line in out.read_text().splitlines() if "sendfile(" in line]
+        if expect_sendfile:
+            assert calls and sum(int(line.rsplit("= ", 1)[1]) for line in calls) == size
+        else:
+            assert not calls
 
 
 # --- the app misbehaves -----------------------------------------------------------------------

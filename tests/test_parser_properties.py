@@ -226,3 +226,21 @@ def test_mutated_requests(request: tuple[bytes, dict], edits: list, limits: Limi
             else:
                 buf[where] = byte
     check_invariants(bytes(buf), limits)
+
+
+def test_fuzz_entry_point_replays_the_corpus():
+    """The atheris entry point runs every corpus file through its invariants; the same
+    script replays without atheris, so a finding saved by the fuzzer can be rerun here."""
+    import subprocess
+    import sys
+
+    from tests import fuzz_parser
+    from tests.conftest import REPO
+
+    corpus = REPO / "tests" / "corpus"
+    assert fuzz_parser.replay([str(corpus)]) >= 150
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz_parser.py"), "--replay",
+                           str(corpus)], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": f"{REPO / 'src'}"})
+    assert proc.returncode == 0, proc.stderr
+    assert "no finding" in proc.stdout
