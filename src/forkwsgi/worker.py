@@ -37,7 +37,7 @@ from forkwsgi.response import FileWrapper, date_header
 log = logging.getLogger("forkwsgi.error")
 
 BOOT_ERROR = 3  # exit status: the app could not be loaded; the arbiter must not respawn
-RECV_SIZE = 65536
+RECV_SIZE = 16384  # a request head (and what is pipelined behind it); bodies are read apart
 # One accept per wake-up: a busy worker leaves the next newcomer to an idle one, which
 # EPOLLEXCLUSIVE wakes instead (the listener stays readable while connections wait).
 ACCEPT_BATCH = 1
