@@ -197,3 +197,21 @@ def term_self(environ, start_response):
     os.kill(os.getpid(), signal.SIGTERM)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
     return [b"done"]
+
+
+def head_aware(environ, start_response):
+    """Leaves the body out for HEAD and gives no Content-Length, as Werkzeug does."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [b"part one, ", b"part two"]
+
+
+def with_length(environ, start_response):
+    """/CODE with an explicit Content-Length, as Django's CommonMiddleware adds one."""
+    code = environ["PATH_INFO"].strip("/") or "200"
+    start_response(f"{code} Whatever", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"hello"]
+
+
+def no_reason(environ, start_response):
+    start_response("200", [("Content-Length", "2")])
+    return [b"ok"]

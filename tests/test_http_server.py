@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import wait_until
@@ -111,6 +112,40 @@ def test_head_and_bodyless_statuses_send_no_body(serve):
         # nothing stray was sent: the next response parses cleanly on the same connection
         sock.sendall(GET % b"/200")
         assert reader.read().body == b"a body"
+
+
+def test_no_content_length_on_a_204_even_when_the_app_sets_one(serve):
+    """RFC 9110 section 8.6: a server MUST NOT send Content-Length in a 204. On a 304 it
+    may (the length a 200 would have had)."""
+    server = serve("tests.apps:with_length")
+    with server.connect() as sock:
+        reader = Reader(sock)
+        sock.sendall(GET % b"/204")
+        reply = reader.read()
+        assert (reply.status, reply.header("Content-Length"), reply.body) == (204, None, b"")
+        sock.sendall(GET % b"/304")
+        assert reader.read().header("Content-Length") == "5"
+        sock.sendall(GET % b"/200")
+        assert reader.read().body == b"hello"
+
+
+def test_head_without_a_body_from_the_app_announces_no_false_length(serve):
+    server = serve("tests.apps:head_aware")
+    with server.connect() as sock:
+        reader = Reader(sock)
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = reader.read(head_request=True)
+        assert head.status == 200
+        assert head.header("Content-Length") is None  # not 0: the GET sends 18 bytes
+        assert head.header("Transfer-Encoding") is None
+        sock.sendall(GET % b"/")
+        assert reader.read().body == b"part one, part two"
+
+
+def test_a_status_without_reason_keeps_the_space_after_the_code(serve):
+    server = serve("tests.apps:no_reason")
+    raw = server.request(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 \r\n")  # RFC 9112 section 4
 
 
 def test_date_and_server_headers_and_turning_server_off(serve):
@@ -312,6 +347,60 @@ def test_a_body_error_the_app_swallows_still_closes_the_connection(serve):
     assert exchange(server, GET % b"/").status == 200
 
 
+def test_closing_with_a_pipelined_request_unread_loses_no_response_byte(serve):
+    """The client sends a request with Connection: close and, behind it, another one. The
+    server must not close with those bytes unread: the kernel would answer with a RST
+    and the client would lose the end of a large response (RFC 9112 section 9.6)."""
+    server = serve("tests.apps:echo")
+    body = b"x" * 3_000_000
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                     + GET % b"/never-served")
+        # Read nothing until the worker is done with the connection (the whole response
+        # is in the kernel's buffers and the worker has closed its side, or it all).
+        wait_until(lambda: _holder_state(server, sock) != psutil.CONN_ESTABLISHED,
+                   timeout=30, what="the worker to close its side")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 200
+        assert len(reply.body) == int(reply.header("Content-Length"))
+        assert json.loads(reply.body)["body"] == body.decode()
+        assert reader.closed()
+
+
+def _holder_state(server, client: socket.socket) -> str | None:
+    """The TCP state of the worker's end of ``client``'s connection, None once gone."""
+    port = client.getsockname()[1]
+    for worker in server.workers():
+        with contextlib.suppress(psutil.Error):
+            for conn in worker.net_connections("tcp"):
+                if conn.raddr and conn.raddr[1] == port:
+                    return conn.status
+    return None
+
+
+def test_an_unread_chunked_body_says_close_before_closing(serve):
+    """The app answers without reading a chunked body whose end has not arrived: the
+    response says Connection: close, since the worker will not wait for the rest."""
+    server = serve("tests.apps:reject_upload")
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 413
+        assert reply.header("Connection") == "close"
+    # a whole chunked body that came with the head is drained and the connection kept
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n0\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.read().header("Connection") is None
+        sock.sendall(GET % b"/")
+        assert reader.read().status == 413
+
+
 def test_a_body_dribbled_after_the_response_does_not_pin_the_worker(serve):
     """The app answers without reading a body the client sends a byte at a time: the
     worker closes that connection instead of waiting for the rest, and serves others."""
@@ -361,8 +450,13 @@ def test_script_name_is_cut_on_a_segment_boundary(serve):
     server = serve("tests.apps:echo", env={"SCRIPT_NAME": "/app"})
     assert environ_of(exchange(server, GET % b"/app/x"))["PATH_INFO"] == "/x"
     assert environ_of(exchange(server, GET % b"/app"))["PATH_INFO"] == ""
+    # outside the mount: SCRIPT_NAME + PATH_INFO is still the path requested
     env = environ_of(exchange(server, GET % b"/application"))
-    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/application")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/application")
+    env = environ_of(exchange(server, GET % b"/app%2Fx"))  # %2F is no segment boundary
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/app/x")
+    env = environ_of(exchange(server, GET % b"/app/a%2Fb"))
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/a/b")
 
 
 # --- slow and idle clients --------------------------------------------------------------------
@@ -496,6 +590,19 @@ def test_forwarded_headers_from_a_trusted_peer(server):
     assert env["HTTP_HOST"] == "inner"
 
 
+@pytest.mark.parametrize("header, remote", [
+    (b"X-Forwarded-For: 1.2.3.4, ", "1.2.3.4"),  # empty list members are ignored
+    (b"X-Forwarded-For: ,,2001:db8::1", "2001:db8::1"),
+    (b"X-Forwarded-For: unknown", "127.0.0.1"),  # not an address: the peer's own stays
+    (b"Forwarded: for=_hidden", "127.0.0.1"),  # RFC 7239 obfuscated identifier
+    (b"Forwarded: for=1.2.3.4;proto=https, ", "1.2.3.4"),
+])
+def test_forwarded_lists_with_empty_or_odd_members(serve, header, remote):
+    server = serve("tests.apps:echo", "--forwarded-headers", "forwarded,x-forwarded-for")
+    env = environ_of(exchange(server, b"GET / HTTP/1.1\r\nHost: t\r\n%s\r\n\r\n" % header))
+    assert env["REMOTE_ADDR"] == remote
+
+
 def test_only_the_forwarded_headers_named_are_trusted(serve):
     server = serve("tests.apps:echo", "--forwarded-headers", "forwarded,x-forwarded-host")
     env = environ_of(exchange(server, FORWARDED))
@@ -538,6 +645,8 @@ def test_ipv6_and_unix_listeners(serve, tmp_path):
         sock.sendall(GET % b"/unix")
         env = environ_of(Reader(sock).read())
         assert env["PATH_INFO"] == "/unix" and env["REMOTE_ADDR"] == ""
+        # PEP 3333: never empty, even without an address
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("localhost", "80")
     unix.signal(15)
     assert unix.wait_exit(30) == 0
     assert not path.exists()

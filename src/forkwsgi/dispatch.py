@@ -19,7 +19,7 @@ import traceback
 
 from forkwsgi.environ import build_environ
 from forkwsgi.http.parser import Limits, RequestHead
-from forkwsgi.netio import ClientDisconnected, ClientTimeout, send_all
+from forkwsgi.netio import ClientDisconnected, ClientTimeout, pending_bytes, send_all
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
 from forkwsgi.response import AppError, FileWrapper, Response, date_header
 
@@ -98,10 +98,18 @@ class Dispatcher:
         if self.access is not None:
             self.access(environ, status, response.headers, response.sent,
                         time.monotonic() - start)
+        rest = buffered if body is NO_BODY else body.leftover
         if not keep:
-            # Bytes of the body may still be on their way: closing on them would RST.
-            return (CLOSE if body.finished else LINGER), b""
-        return KEEP, buffered if body is NO_BODY else body.leftover
+            # Closing with the client's bytes unread makes the kernel send a RST, which can
+            # destroy the end of our response in the client's buffers (RFC 9112 section
+            # 9.6). Close at once only when the client asked to close and nothing of its is
+            # left over (a body is read to its exact end, so what follows it may still be in
+            # the socket: one ioctl tells, on requests with a body only). Else linger.
+            if head.keep_alive or rest or not body.finished or (
+                    body is not NO_BODY and pending_bytes(sock)):
+                return LINGER, b""
+            return CLOSE, b""
+        return KEEP, rest
 
     def _call_app(self, environ: dict, response: Response) -> None:
         result = self.app(environ, response.start_response)

@@ -60,7 +60,7 @@ class TrustedPeers:
 
 def _forwarded_element(value: str) -> dict[str, str]:
     """The last element of an RFC 7239 Forwarded value: the one our trusted peer added."""
-    element = value.rsplit(",", 1)[-1]
+    element = _last_member(value)
     pairs = {}
     for pair in element.split(";"):
         key, sep, val = pair.strip().partition("=")
@@ -70,6 +70,24 @@ def _forwarded_element(value: str) -> dict[str, str]:
                 val = val[1:-1].replace('\\"', '"')
             pairs[key.strip().lower()] = val
     return pairs
+
+
+def _last_member(value: str) -> str:
+    """The right-most non-empty member of a list value; RFC 9110 section 5.6.1: "a
+    recipient MUST accept empty list elements" and ignore them."""
+    for member in reversed(value.split(",")):
+        member = member.strip(" \t")
+        if member:
+            return member
+    return ""
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _strip_port(node: str) -> str:
@@ -99,8 +117,9 @@ def apply_forwarded(environ: dict, trusted: frozenset[str]) -> None:
     forwarded = environ.get("HTTP_FORWARDED") if "HTTP_FORWARDED" in trusted else None
     if forwarded:
         element = _forwarded_element(forwarded)
-        if element.get("for"):
-            environ["REMOTE_ADDR"] = _strip_port(element["for"])
+        node = _strip_port(element.get("for", ""))
+        if _is_address(node):  # RFC 7239 section 6: "unknown" and "_hidden" are not
+            environ["REMOTE_ADDR"] = node
         proto = element.get("proto", "").lower()
         if proto in ("http", "https"):
             environ["wsgi.url_scheme"] = proto
@@ -109,16 +128,20 @@ def apply_forwarded(environ: dict, trusted: frozenset[str]) -> None:
         return
     xff = environ.get("HTTP_X_FORWARDED_FOR") if "HTTP_X_FORWARDED_FOR" in trusted else None
     if xff:
-        environ["REMOTE_ADDR"] = xff.rsplit(",", 1)[-1].strip()
+        address = _last_member(xff)
+        if _is_address(address):  # "unknown" or garbage: keep the peer's own address
+            environ["REMOTE_ADDR"] = address
     proto = environ.get("HTTP_X_FORWARDED_PROTO") if "HTTP_X_FORWARDED_PROTO" in trusted \
         else None
     if proto:
-        proto = proto.rsplit(",", 1)[-1].strip().lower()
+        proto = _last_member(proto).lower()
         if proto in ("http", "https"):
             environ["wsgi.url_scheme"] = proto
     host = environ.get("HTTP_X_FORWARDED_HOST") if "HTTP_X_FORWARDED_HOST" in trusted else None
     if host:
-        environ["HTTP_HOST"] = host.rsplit(",", 1)[-1].strip()
+        host = _last_member(host)
+        if host:
+            environ["HTTP_HOST"] = host
 
 
 def base_environ(server_name: str, server_port: str, multiprocess: bool,
@@ -160,6 +183,18 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]
     """
     environ = conn_environ.copy()
     path = head.path
+    script_name = environ["SCRIPT_NAME"]
+    if script_name:
+        # The mount is cut from the raw path, on a segment boundary and before decoding:
+        # with SCRIPT_NAME=/app, /app/x gives PATH_INFO=/x, while neither /application nor
+        # /app%2Fx is under the mount. A path outside the mount gets an empty SCRIPT_NAME,
+        # so SCRIPT_NAME + PATH_INFO is still the path requested (PEP 3333 URL
+        # reconstruction).
+        if path.startswith(script_name) and path[len(script_name):len(script_name) + 1] \
+                in ("", "/"):
+            path = path[len(script_name):]
+        else:
+            environ["SCRIPT_NAME"] = ""
     environ["REQUEST_METHOD"] = head.method
     # PEP 3333: PATH_INFO is the percent-decoded path, as latin-1 "bytes in a str".
     environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
@@ -185,11 +220,4 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]
             if key in environ:
                 apply_forwarded(environ, trusted)
                 break
-    script_name = environ["SCRIPT_NAME"]
-    if script_name:
-        # The mount point is cut only on a segment boundary: with SCRIPT_NAME=/app,
-        # /app/x gives PATH_INFO=/x but /application stays whole.
-        path_info = environ["PATH_INFO"]
-        if path_info.startswith(script_name) and path_info[len(script_name):][:1] in ("", "/"):
-            environ["PATH_INFO"] = path_info[len(script_name):]
     return environ

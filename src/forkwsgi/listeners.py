@@ -221,7 +221,9 @@ def _describe(sock: socket.socket, spec: str, owned: bool = False) -> Listener:
     if sock.family == socket.AF_UNIX:
         listener.unix_path = sock.getsockname() or None
         listener.owned_path = owned
-        listener.server_name, listener.server_port = "localhost", ""
+        # PEP 3333: SERVER_NAME and SERVER_PORT "can never be empty strings". A unix
+        # socket has neither; apps that build URLs use HTTP_HOST first anyway.
+        listener.server_name, listener.server_port = "localhost", "80"
     else:
         host, port = sock.getsockname()[:2]
         listener.server_name, listener.server_port = host, str(port)

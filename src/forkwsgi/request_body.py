@@ -244,7 +244,15 @@ class RequestBody:
         if self._continue:
             return False
         if self._chunked is not None:
-            return True  # where its end is shows only by decoding; drain() will tell
+            # Its end shows only by decoding. Decode what came with the head (the app can
+            # still read it: decoded bytes stay in the buffer); for the rest, close.
+            if self._pending:
+                pending, self._pending = self._pending, b""
+                try:
+                    self._feed(pending)
+                except BodyError:
+                    return False
+            return self._eof
         # drain() takes only what has arrived (one ioctl, on this rare path only)
         return self._remaining <= limit and self._remaining <= pending_bytes(self._sock)
 

@@ -101,7 +101,15 @@ def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | No
         # response that never comes. PEP 3333 gives apps no way to send one; 100 Continue
         # is the server's, sent when the app reads wsgi.input.
         raise AppError(f"status {status!r} is not a final response")
-    lines = [f"HTTP/1.1 {status}\r\n"]
+    if code == 204 and length is not None:
+        # RFC 9110 section 8.6: "A server MUST NOT send a Content-Length header field in
+        # any response with a status code of [...] 204 (No Content)." (Django adds one.)
+        headers = [(name, value) for name, value in headers
+                   if name.lower() != "content-length"]
+        length = None
+    # RFC 9112 section 4: status-line = HTTP-version SP status-code SP [ reason-phrase ];
+    # the second SP stays when the app gave no reason.
+    lines = [f"HTTP/1.1 {status}\r\n" if len(status) > 3 else f"HTTP/1.1 {status} \r\n"]
     lines.extend([f"{name}: {value}\r\n" for name, value in headers])
     return "".join(lines).encode("latin-1"), code, length, own
 
@@ -279,7 +287,9 @@ class Response:
         if self.status is None:
             raise AppError("the app returned without calling start_response()")
         if not self.head_sent:
-            self._send_head(body, len(body))
+            # An empty body for HEAD says nothing of the GET's length: announce none
+            # rather than a false 0 (RFC 9110 section 8.6).
+            self._send_head(body, len(body) if body or not self.head_only else None)
         else:
             self._send_body(body)
             if self.chunked:
@@ -307,7 +317,7 @@ class Response:
         if self.status is None:
             raise AppError("the app returned without calling start_response()")
         if not self.head_sent:
-            self._send_head(b"", 0)
+            self._send_head(b"", None if self.head_only else 0)  # HEAD: see send_whole
         elif self.chunked:
             send_all(self.sock, b"0\r\n\r\n", self.timeout)
 
