@@ -666,3 +666,46 @@ def test_a_short_timeout_never_kills_idle_workers(serve):
         time.sleep(0.1)  # idle gaps between requests: what this test is about
     assert "WORKER TIMEOUT" not in server.log()
     assert {w.pid for w in server.workers()} == before
+
+
+# --- signals that cross a stop or a fork -------------------------------------------------------
+
+
+def test_hup_during_a_graceful_stop_is_ignored(serve):
+    server = serve("tests.apps:slow", "--graceful-timeout", "120", workers=1)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(get(server, "/?seconds=2", 30)))
+    thread.start()
+    wait_until(lambda: _busy(server) == 1, what="a busy worker")
+    server.signal(signal.SIGTERM)
+    server.wait_log("Graceful stop")
+    server.signal(signal.SIGHUP)
+    server.wait_log("HUP ignored: the server is stopping")
+    assert len(server.workers()) <= 1  # no new generation started
+    thread.join(30)
+    assert results and results[0][0] == 200
+    assert server.wait_exit(30) == 0  # not after the 120 s graceful timeout
+
+
+def test_term_right_after_hup_reaches_the_workers_just_forked(serve):
+    """The new workers are forked by the HUP and signalled by the TERM in the same breath:
+    the TERM must wait for their handlers, not be lost on the arbiter's (which left them
+    running until the graceful timeout) or echoed back into the arbiter."""
+    server = serve("tests.apps:hello", "--graceful-timeout", "120", workers=2)
+    os.kill(server.pid, signal.SIGHUP)
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    assert "Quick stop" not in server.log()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGINT, signal.SIGTERM],
+                         ids=["quit", "int", "term"])
+def test_a_stop_while_workers_import_the_app_exits_0(serve, tmp_path, sig):
+    (tmp_path / "slow_import.py").write_text(
+        "import time\ntime.sleep(5)\n\ndef app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [b'late']\n")
+    server = serve("slow_import:app", "--pythonpath", str(tmp_path), workers=2, wait=False)
+    wait_until(lambda: len(server.workers()) == 2, what="two workers importing the app")
+    server.signal(sig)
+    assert server.wait_exit(60) == 0, server.log()
+    assert "failed to boot" not in server.log()

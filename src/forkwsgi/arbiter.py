@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from forkwsgi import listeners as listeners_mod
 from forkwsgi import pidfile, proctitle, scoreboard
 from forkwsgi.settings import BY_NAME
-from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, Worker
+from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, FORK_SIGNALS, Worker
 
 log = logging.getLogger("forkwsgi.error")
 
@@ -236,6 +236,8 @@ class Arbiter:
 
     def handle_hup(self) -> None:
         """Reload the config, spawn a new generation; the old one retires once it is up."""
+        if self.ignored_while_stopping("HUP"):
+            return
         log.info("Hang up: reloading")
         if self.reload_config is not None:
             try:
@@ -274,7 +276,15 @@ class Arbiter:
 
     handle_quit = handle_int
 
+    def ignored_while_stopping(self, name: str) -> bool:
+        """A stop is final: no reload, upgrade or new worker may start once it has begun."""
+        if self.stopping:
+            log.info("%s ignored: the server is stopping", name)
+        return self.stopping
+
     def handle_ttin(self) -> None:
+        if self.ignored_while_stopping("TTIN"):
+            return
         self.target += 1
         log.info("TTIN: %d worker(s)", self.target)
 
@@ -291,6 +301,8 @@ class Arbiter:
             self.kill_worker(pid, signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
+        if self.ignored_while_stopping("USR2"):
+            return
         self.reexec()
 
     def handle_winch(self) -> None:
@@ -330,8 +342,14 @@ class Arbiter:
         # child's collections then never write to the pages they share with the arbiter,
         # and copy-on-write leaves them shared (a smaller USS per worker).
         gc.freeze()
-        pid = os.fork()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             info.pid = pid
             board.set_pid(slot, pid)
             self.workers[pid] = info
@@ -350,7 +368,7 @@ class Arbiter:
         except BaseException:
             log.exception("worker setup failed")
             os._exit(1)
-        worker.run()  # never returns
+        worker.run()  # never returns; it unblocks FORK_SIGNALS once its handlers are set
         os._exit(0)
 
     def retire(self, info: WorkerInfo) -> None:
@@ -390,8 +408,9 @@ class Arbiter:
             # A worker that fails before it reaches its loop (the app does not import, a
             # crash at import) would fail again in its replacement: stop rather than fork
             # in a loop. A kill from outside (SIGKILL, SIGTERM) is not the code's fault.
-            if code == BOOT_ERROR or booting and (code > 0 or -code in CRASH_SIGNALS) \
-                    and info.retire_by is None and info.kill_at is None and not self.stopping:
+            failed_boot = code == BOOT_ERROR or booting and (code > 0 or -code in CRASH_SIGNALS)
+            if failed_boot and info.retire_by is None and info.kill_at is None \
+                    and not self.stopping:
                 self.boot_failed(info, code)
             elif code < 0 and info.retire_by is None and info.kill_at is None \
                     and not self.stopping:

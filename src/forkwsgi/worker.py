@@ -28,7 +28,7 @@ import time
 
 from forkwsgi import scoreboard
 from forkwsgi.accesslog import make_access_logger
-from forkwsgi.dispatch import KEEP, LINGER, Dispatcher
+from forkwsgi.dispatch import CLOSE, KEEP, Dispatcher
 from forkwsgi.environ import TrustedPeers, base_environ, connection_environ, trusted_keys
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import parse_head
@@ -44,6 +44,12 @@ ACCEPT_BATCH = 1
 TICK = 1.0  # seconds between deadline scans and heartbeats while idle (less if --timeout is)
 LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and dropped
 DUMP_SIGNAL = signal.SIGUSR2  # the arbiter asks a hung worker for its stacks with this
+# The arbiter blocks these around fork(); the worker unblocks them once its own handlers
+# are in place. A signal sent to a worker in between would otherwise be lost on the
+# arbiter's handlers, or written into the arbiter's wake-up pipe as if sent to the arbiter.
+FORK_SIGNALS = frozenset({signal.SIGHUP, signal.SIGQUIT, signal.SIGINT, signal.SIGTERM,
+                          signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
+                          signal.SIGWINCH, signal.SIGCHLD})
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -125,6 +131,7 @@ class Worker:
         faulthandler.register(DUMP_SIGNAL, file=_error_stream(), all_threads=True, chain=False)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_SIGNALS)  # what came meanwhile, now
 
     def _on_term(self, signum, frame) -> None:
         self.alive = False  # graceful: finish the request in hand, then leave
@@ -278,10 +285,10 @@ class Worker:
                         self.alive = False
                 after, buf = serve(conn, head, buf[consumed:])
                 if after is not KEEP or not self.alive:
-                    if after is LINGER:
-                        linger_close(conn)
-                    else:
+                    if after is CLOSE:
                         close(conn)
+                    else:  # LINGER, or a worker leaving: the next request may be on its way
+                        linger_close(conn)
                     return
                 if not buf:
                     conn.buf = b""
