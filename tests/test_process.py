@@ -709,3 +709,34 @@ def test_a_stop_while_workers_import_the_app_exits_0(serve, tmp_path, sig):
     server.signal(sig)
     assert server.wait_exit(60) == 0, server.log()
     assert "failed to boot" not in server.log()
+
+
+def test_recycling_under_keep_alive_load_fails_no_request(serve):
+    """Clients that reuse their connections while workers retire (--max-requests): a
+    leaving worker answers the next request of each idle connection with Connection:
+    close instead of dropping the connection under a request on its way."""
+    server = serve("tests.apps:pid", "--max-requests", "20", workers=2)
+    failures: list[str] = []
+    served_by: set[bytes] = set()
+
+    def client():
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        for _ in range(150):
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                served_by.add(response.read())
+                if response.getheader("Connection") == "close":
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(repr(exc))
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(served_by) > 10  # many generations of workers served
+    assert failures == []

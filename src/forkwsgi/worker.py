@@ -43,6 +43,7 @@ RECV_SIZE = 16384  # a request head (and what is pipelined behind it); bodies ar
 ACCEPT_BATCH = 1
 TICK = 1.0  # seconds between deadline scans and heartbeats while idle (less if --timeout is)
 LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and dropped
+RETIRE_GRACE = 1.0  # a leaving worker's idle keep-alive connections: time for a last request
 DUMP_SIGNAL = signal.SIGUSR2  # the arbiter asks a hung worker for its stacks with this
 # The arbiter blocks these around fork(); the worker unblocks them once its own handlers
 # are in place. A signal sent to a worker in between would otherwise be lost on the
@@ -296,12 +297,15 @@ class Worker:
                     return
 
         def drain_idle(conn: Connection) -> None:
-            """Retiring: serve a request already on its way, else close the idle connection.
-            A fresh connection is left open: its first request is in flight."""
+            """Leaving: serve a request already here; else give the idle connection a short
+            grace for its next one (answered with Connection: close), then close it quietly.
+            Closing it at once races a client that is sending that request right now: it
+            sees its connection dropped, and most clients do not retry. A fresh connection
+            is left open: its first request is in flight."""
             try:
                 data = conn.sock.recv(RECV_SIZE)
             except BlockingIOError:
-                close(conn)
+                conn.deadline = min(conn.deadline, monotonic() + RETIRE_GRACE)
                 return
             except OSError:
                 close(conn)
