@@ -363,6 +363,10 @@ def test_hup_with_a_broken_app_keeps_the_old_workers(serve, tmp_path):
                       "    return [b'v1']\n")
     server = serve("flaky_app:app", "--pythonpath", str(tmp_path), workers=2)
     before = {w.pid for w in server.wait_workers(2)}
+    # Both workers must have imported v1 before it changes: one still importing would
+    # load v2, fail to boot, and its replacement (which fails too) stops the server.
+    wait_until(lambda: server.log().count(" booted (generation 0)") == 2,
+               what="both workers to load v1")
     module.write_text("raise ImportError('v2 is broken')\n")
     server.signal(signal.SIGHUP)
     server.wait_log("reload failed", timeout=30)

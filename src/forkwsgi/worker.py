@@ -220,6 +220,7 @@ class Worker:
         tick = min(TICK, cfg.timeout / 4) if cfg.timeout else TICK
         self.booted = True
         slot.set_state(scoreboard.IDLE)
+        log.info("Worker %s booted (generation %s)", self.pid, self.generation)
 
         def close(conn: Connection) -> None:
             del conns[conn.fd]
