@@ -407,8 +407,9 @@ class Arbiter:
             code = os.waitstatus_to_exitcode(status)
             # A worker that fails before it reaches its loop (the app does not import, a
             # crash at import) would fail again in its replacement: stop rather than fork
-            # in a loop. A kill from outside (SIGKILL, SIGTERM) is not the code's fault.
-            failed_boot = code == BOOT_ERROR or booting and (code > 0 or -code in CRASH_SIGNALS)
+            # in a loop. A kill from outside (SIGKILL, SIGTERM) is not the code's fault, and
+            # an exit after boot (even the app's own sys.exit(3)) is not a boot failure.
+            failed_boot = booting and (code > 0 or -code in CRASH_SIGNALS)
             if failed_boot and info.retire_by is None and info.kill_at is None \
                     and not self.stopping:
                 self.boot_failed(info, code)

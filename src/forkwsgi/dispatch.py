@@ -18,6 +18,7 @@ import time
 import traceback
 
 from forkwsgi.environ import build_environ
+from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, pending_bytes, send_all
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
@@ -66,7 +67,7 @@ class Dispatcher:
         environ["wsgi.input"] = body
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
-                            head.keep_alive and self.keep_alive and self.worker.alive,
+                            head.keep_alive and self.keep_alive,
                             self.server_header, body, self.worker)
         keep = True
         try:
@@ -81,7 +82,7 @@ class Dispatcher:
             keep = False
             if not response.head_sent:
                 error = exc.http_error
-                self._send_error(sock, error.response(date_header() + self.server_header))
+                self._send_error(sock, self.error_response(error))
                 response.status = f"{error.status} {error.reason}"
         except Exception:
             keep = False
@@ -110,6 +111,10 @@ class Dispatcher:
                 return LINGER, b""
             return CLOSE, b""
         return KEEP, rest
+
+    def error_response(self, error: HTTPError) -> bytes:
+        """The server's own answer to a request error, with its Date and Server fields."""
+        return error.response(date_header() + self.server_header)
 
     def _call_app(self, environ: dict, response: Response) -> None:
         result = self.app(environ, response.start_response)

@@ -38,7 +38,6 @@ STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy",
 _SLOT = struct.Struct("<iiddQBxxx16s192s64s")
 _HEAD = struct.Struct("<iid")  # pid, generation, heartbeat: written by the arbiter only
 _HEARTBEAT_OFFSET = 8
-_START_OFFSET = 16
 _REQUESTS_OFFSET = 24
 _STATE_OFFSET = 32
 _REQUEST = struct.Struct("<16s192s64s")  # diagnostic text: a torn read only garbles a log line
@@ -115,6 +114,7 @@ class SlotWriter:
     def __init__(self, board: Scoreboard, index: int) -> None:
         base = index * SLOT_SIZE
         view = memoryview(board.mem)
+        # times[0] is the heartbeat, times[1] the request start (offsets 8 and 16)
         self.times = view[base + _HEARTBEAT_OFFSET:base + _REQUESTS_OFFSET].cast("d")
         self.count = view[base + _REQUESTS_OFFSET:base + _STATE_OFFSET].cast("Q")
         self.state = view[base + _STATE_OFFSET:base + _STATE_OFFSET + 1]

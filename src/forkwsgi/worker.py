@@ -32,7 +32,7 @@ from forkwsgi.dispatch import CLOSE, KEEP, Dispatcher
 from forkwsgi.environ import TrustedPeers, base_environ, connection_environ, trusted_keys
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import parse_head
-from forkwsgi.response import FileWrapper, date_header
+from forkwsgi.response import FileWrapper
 
 log = logging.getLogger("forkwsgi.error")
 
@@ -104,8 +104,6 @@ class Worker:
             self._loop()
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            if status == BOOT_ERROR:  # the app's own sys.exit(3) after boot: not a boot error
-                status = 1
         except BaseException:
             log.exception("worker %s crashed", self.pid)
             status = 1
@@ -233,7 +231,7 @@ class Worker:
             log.debug("rejected a request from %s: %s %s", conn.client, error.status,
                       error.detail)
             try:
-                conn.sock.send(error.response(date_header() + dispatcher.server_header))
+                conn.sock.send(dispatcher.error_response(error))
             except OSError:
                 close(conn)
                 return
