@@ -263,13 +263,29 @@ def test_close_is_called_when_the_client_disconnects(serve, tmp_path):
 # --- request bodies ---------------------------------------------------------------------------
 
 
+STREAMING = "--no-request-buffering"  # the app reads the body from the socket itself
+
+
 def test_chunked_request_body_is_decoded(server):
+    """Buffered (the default), the whole body is here before the app runs: its length is
+    known, so CONTENT_LENGTH is set and the transfer coding is gone, as behind nginx."""
+    raw = (b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n")
+    env = environ_of(exchange(server, raw))
+    assert env["body"] == "hello world"
+    assert env["CONTENT_LENGTH"] == "11"
+    assert "HTTP_TRANSFER_ENCODING" not in env
+    assert env["wsgi.input_terminated"] is True
+
+
+def test_chunked_request_body_is_decoded_while_streaming(serve):
+    server = serve("tests.apps:echo", STREAMING)
     raw = (b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n")
     env = environ_of(exchange(server, raw))
     assert env["body"] == "hello world"
     assert "CONTENT_LENGTH" not in env
-    assert env["wsgi.input_terminated"] is True
+    assert env["HTTP_TRANSFER_ENCODING"] == "chunked"
 
 
 def test_readline_iteration_over_the_body(serve):
@@ -279,7 +295,8 @@ def test_readline_iteration_over_the_body(serve):
     assert exchange(server, raw).body == b"3 lines, 13 bytes"
 
 
-def test_100_continue_is_sent_only_when_the_app_reads(server):
+def test_100_continue_is_sent_only_when_the_app_reads(serve):
+    server = serve("tests.apps:echo", STREAMING)
     with server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
                      b"Expect: 100-continue\r\n\r\n")
@@ -291,7 +308,7 @@ def test_100_continue_is_sent_only_when_the_app_reads(server):
 
 
 def test_an_app_that_rejects_never_asks_for_the_upload(serve):
-    server = serve("tests.apps:reject_upload")
+    server = serve("tests.apps:reject_upload", STREAMING)
     with server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n"
                      b"Expect: 100-continue\r\n\r\n")
@@ -322,7 +339,7 @@ def test_body_over_the_limit_is_413(serve):
 
 
 def test_body_timeout_gives_the_app_an_error_and_the_worker_lives(serve):
-    server = serve("tests.apps:body_error", "--body-timeout", "1")
+    server = serve("tests.apps:body_error", "--body-timeout", "1", STREAMING)
     with server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
         reply = Reader(sock).read()
@@ -330,10 +347,37 @@ def test_body_timeout_gives_the_app_an_error_and_the_worker_lives(serve):
     assert exchange(server, GET % b"/").status == 200
 
 
+def test_a_buffered_body_that_stalls_is_a_408_and_the_app_never_runs(serve):
+    server = serve("tests.apps:body_error", "--body-timeout", "1")
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 408
+        assert reply.header("Connection") == "close"
+        assert reader.closed()
+    assert exchange(server, GET % b"/").status == 200
+
+
+def test_a_bad_chunk_in_a_buffered_body_is_a_400_and_the_app_never_runs(serve):
+    server = serve("tests.apps:body_error")
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\n{\"a\":\r\nZZ\r\n")
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 400
+        assert reply.header("Connection") == "close"
+        with contextlib.suppress(OSError):
+            sock.sendall(b"0\r\n\r\n" + GET % b"/smuggled")
+        assert reader.closed()
+    assert exchange(server, GET % b"/").status == 200
+
+
 def test_a_body_error_the_app_swallows_still_closes_the_connection(serve):
     """The app catches the broken-chunk error and answers: the framing is lost all the
     same, so the connection closes and the bytes after the bad chunk are never a request."""
-    server = serve("tests.apps:body_error")
+    server = serve("tests.apps:body_error", STREAMING)
     with server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\n{\"a\":\r\nZZ\r\n")
@@ -383,7 +427,7 @@ def _holder_state(server, client: socket.socket) -> str | None:
 def test_an_unread_chunked_body_says_close_before_closing(serve):
     """The app answers without reading a chunked body whose end has not arrived: the
     response says Connection: close, since the worker will not wait for the rest."""
-    server = serve("tests.apps:reject_upload")
+    server = serve("tests.apps:reject_upload", STREAMING)
     with server.connect() as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\nhello\r\n")
@@ -404,7 +448,7 @@ def test_an_unread_chunked_body_says_close_before_closing(serve):
 def test_a_body_dribbled_after_the_response_does_not_pin_the_worker(serve):
     """The app answers without reading a body the client sends a byte at a time: the
     worker closes that connection instead of waiting for the rest, and serves others."""
-    server = serve("tests.apps:status")
+    server = serve("tests.apps:status", STREAMING)
     stop = threading.Event()
     with server.connect() as slow:
         slow.sendall(b"POST /200 HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n\r\nabc")

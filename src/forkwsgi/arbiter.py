@@ -24,8 +24,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from forkwsgi import fdlimit, handoff, pidfile, proctitle, scoreboard
 from forkwsgi import listeners as listeners_mod
-from forkwsgi import pidfile, proctitle, scoreboard
 from forkwsgi.settings import BY_NAME
 from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, FORK_SIGNALS, Worker
 
@@ -64,6 +64,7 @@ class Arbiter:
         self.target = cfg.workers
         self.listeners: list[listeners_mod.Listener] = []
         self.board: scoreboard.Scoreboard | None = None
+        self.handoff_pair = None  # made in start(), before the first fork
         self.app = None
         self.stopping = False
         self.stop_deadline = 0.0
@@ -109,6 +110,8 @@ class Arbiter:
         if cfg.pid:
             pidfile.write(cfg.pid, self.pid)
         self.board = scoreboard.Scoreboard()
+        fdlimit.fit(cfg)
+        self.handoff_pair = handoff.make_pair()
         if cfg.preload and not self.load_app():
             return False
         self.install_signals()
@@ -266,6 +269,7 @@ class Arbiter:
         except (OSError, ValueError) as exc:
             log.error("reload: keeping the current logs: %s", exc)
         loader.prepare_import_path(cfg)
+        fdlimit.fit(cfg)
         self.cfg = cfg
 
     def handle_term(self) -> None:
@@ -364,7 +368,7 @@ class Arbiter:
             random.seed()
             self.call_hook("post_fork", self, info)
             worker = Worker(self.cfg, self.listeners, board, slot, self.generation, self.pid,
-                            app=self.app)
+                            app=self.app, handoff_pair=self.handoff_pair)
         except BaseException:
             log.exception("worker setup failed")
             os._exit(1)

@@ -53,18 +53,35 @@ class Dispatcher:
         self.access = access_logger
         self.keep_alive = cfg.keep_alive > 0
 
-    def serve(self, conn, head: RequestHead, buffered: bytes) -> tuple[int, bytes]:
-        """Serve one request on ``conn``; ``(KEEP, CLOSE or LINGER, bytes after the body)``."""
+    def serve(self, conn, head: RequestHead, buffered: bytes, received=None
+              ) -> tuple[int, bytes]:
+        """Serve one request on ``conn``; ``(KEEP, CLOSE or LINGER, bytes after the body)``.
+
+        ``received``: the whole body, already received by the event loop (a file-like of
+        ``received_size`` bytes), with ``buffered`` the bytes after it; else ``buffered``
+        holds what came after the head and the app reads the body from the socket.
+        """
         start = time.monotonic()
         self.slot.busy(start, head.method, head.target, conn.client)
         sock = conn.sock
-        if head.content_length or head.chunked:
+        has_body = head.content_length or head.chunked
+        environ = build_environ(head, conn.environ, conn.trusted)
+        if received is not None:
+            body = NO_BODY  # nothing left on the socket: drained by construction
+            environ["wsgi.input"] = received
+            if head.chunked:
+                # The body is whole, so its length is known: frameworks that read
+                # CONTENT_LENGTH bytes (Django, Falcon) get chunked uploads too. The
+                # transfer coding was hop-by-hop framing, undone here (as nginx does).
+                environ["CONTENT_LENGTH"] = str(conn.body_size)
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+        elif has_body:
             body = RequestBody(sock, buffered, head.content_length, head.chunked,
                                head.expect_continue, self.body_timeout, self.limits)
+            environ["wsgi.input"] = body
         else:
             body = NO_BODY  # RFC 9112 section 6.3: no length, no chunking: no body
-        environ = build_environ(head, conn.environ, conn.trusted)
-        environ["wsgi.input"] = body
+            environ["wsgi.input"] = body
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
                             head.keep_alive and self.keep_alive,
@@ -107,7 +124,7 @@ class Dispatcher:
             # left over (a body is read to its exact end, so what follows it may still be in
             # the socket: one ioctl tells, on requests with a body only). Else linger.
             if head.keep_alive or rest or not body.finished or (
-                    body is not NO_BODY and pending_bytes(sock)):
+                    has_body and pending_bytes(sock)):
                 return LINGER, b""
             return CLOSE, b""
         return KEEP, rest

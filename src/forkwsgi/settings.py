@@ -313,6 +313,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Recycle a worker gracefully after this many requests; 0 disables."),
     Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
             "Add a random 0..N to max_requests per worker so they do not all recycle at once."),
+    Setting("handoff_after", ("--handoff-after",), to_seconds, 0.01, "process",
+            "When a worker has been inside the app this long, its other connections (idle "
+            "keep-alive ones and partial heads) move to a free sibling, so no request waits "
+            "behind a slow one while another worker is free; 0 disables."),
     Setting("preload", ("--preload",), to_bool, False, "process",
             "Load the application in the arbiter before forking (no app reload on HUP).",
             is_flag=True),
@@ -342,7 +346,23 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds of inactivity allowed while the app reads the request body "
             "(nginx client_body_timeout: 60s)."),
     Setting("max_connections", ("--max-connections",), to_positive_int, 1000, "http",
-            "Connections one worker holds open at most (idle keep-alive and partial heads)."),
+            "Connections one worker holds open at most (idle keep-alive, partial heads and "
+            "bodies, lingering closes); lowered at start to fit the open-file limit. A full "
+            "worker sheds its oldest idle connections, then its slowest partial heads."),
+    Setting("request_buffering", ("--request-buffering",), to_bool, True, "http",
+            "Receive the whole request body in the worker's event loop before calling the app "
+            "(nginx proxy_request_buffering, uWSGI post-buffering), so a slow upload costs a "
+            "connection slot, not the worker. Off: the app reads the body from the socket as "
+            "it arrives (for apps that process a long upload as a stream).", is_flag=True),
+    Setting("body_buffer_size", ("--body-buffer-size",), to_nonneg_int, 1024 * _KIB, "http",
+            "Bytes of a buffered request body kept in memory; the rest goes to an unnamed "
+            "temporary file in TMPDIR (nginx client_body_buffer_size: 16k)."),
+    Setting("body_min_rate", ("--body-min-rate",), to_nonneg_int, 240, "http",
+            "Bytes per second a client must average while sending a body, once "
+            "body_rate_grace has passed; slower gets 408. 0 disables "
+            "(ASP.NET Core Kestrel MinRequestBodyDataRate: 240 B/s after 5 s)."),
+    Setting("body_rate_grace", ("--body-rate-grace",), to_seconds, 5.0, "http",
+            "Seconds from the start of a body before body_min_rate applies."),
     Setting("limit_request_line", ("--limit-request-line",), to_positive_int, 8190, "http",
             "Longest request line in bytes; longer gets 414 (gunicorn: 4094; nginx: 8k)."),
     Setting("limit_request_fields", ("--limit-request-fields",), to_positive_int, 100, "http",

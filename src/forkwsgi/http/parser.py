@@ -452,6 +452,51 @@ def _check_partial(line: str, limit: int, prefix: re.Pattern[str], what: str) ->
 
 # --- chunked bodies ---------------------------------------------------------------------------
 
+# --- request bodies ---------------------------------------------------------------------------
+# Both decoders share one interface, so whoever receives a body never asks how it is framed:
+# ``feed(data)`` returns the body bytes in ``data``; ``done`` once the body has ended;
+# ``unused`` holds what was fed past its end (the next pipelined request); ``trailers``.
+
+
+def body_decoder(head: RequestHead, limits: Limits = _DEFAULT_LIMITS
+                 ) -> LengthDecoder | ChunkedDecoder:
+    """The decoder for ``head``'s body framing (RFC 9112 section 6.3)."""
+    if head.chunked:
+        return ChunkedDecoder(limits)
+    return LengthDecoder(head.content_length or 0)
+
+
+class LengthDecoder:
+    """A body framed by Content-Length (RFC 9112 section 6.2), fed in pieces of any size.
+
+    Returns the caller's own bytes object whenever a piece lies wholly inside the
+    body, so a body received in large pieces is never copied here.
+    """
+
+    __slots__ = ("done", "trailers", "unused", "_left")
+
+    def __init__(self, length: int) -> None:
+        self._left = length
+        self.done = length == 0
+        self.trailers: list[tuple[str, str]] = []
+        self.unused = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            self.unused += data
+            return b""
+        left = self._left
+        if len(data) < left:
+            self._left = left - len(data)
+            return data
+        self._left = 0
+        self.done = True
+        if len(data) == left:
+            return data
+        self.unused = data[left:]
+        return data[:left]
+
+
 _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 # RFC 9112 section 7.1.1 puts no bound on chunk extensions; a server must. Like node
 # (llhttp's kMaxChunkExtensionsSize, after CVE-2024-22019) we allow 16 KiB of them per body

@@ -1,0 +1,423 @@
+"""The connection state machine: one client connection's life in a worker.
+
+    state    waiting for                 leaves for
+    HEAD     the rest of a request head  BODY (a body to receive), APP, LINGER (bad head, 408)
+    BODY     the rest of the body        APP (body whole), LINGER (bad framing, 413, 408)
+    APP      the app (the one blocking   IDLE (kept alive), HEAD (a pipelined head is
+             call in the worker)           partly here), LINGER, closed
+    IDLE     the next request            HEAD (its first bytes), closed (keep-alive timeout)
+    LINGER   the client's last bytes,    closed (end of file, or LINGER_SECONDS)
+             read and dropped
+
+Owns: the states above and every transition between them; the bytes received
+for a connection and not yet consumed (a partial head, or the requests
+pipelined behind the one in hand, kept in ``Connection.buf`` and nowhere
+else); the one decision whether a connection is kept after a request; every
+deadline (head, body inactivity, body data rate, keep-alive, linger); and
+the connection cap: shedding the oldest idle and slowest connections so a
+newcomer gets in, and pausing accepts when descriptors run out.
+
+Every wait but the app's own is here, in the event loop: a slow client costs
+a connection slot and never the worker. With ``request_buffering`` (the
+default) the body is received here too, into a spool, before the app runs.
+
+Must never: parse or frame bytes (the protocol does: ``parse_head`` and
+``body_decoder`` for HTTP), touch the app except through the dispatcher, or
+block on a client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import select
+import socket
+import threading
+import time
+
+from forkwsgi.dispatch import CLOSE, KEEP
+from forkwsgi.environ import connection_environ
+from forkwsgi.http.errors import HTTPError, RequestTimeout
+from forkwsgi.http.parser import body_decoder, parse_head
+from forkwsgi.netio import pending_bytes
+from forkwsgi.request_body import CONTINUE, BodySpool
+
+log = logging.getLogger("forkwsgi.error")
+
+HEAD, BODY, APP, IDLE, LINGER = range(5)
+STATE_NAMES = ("head", "body", "app", "idle", "linger")
+
+RECV_SIZE = 16384  # a request head (and what is pipelined behind it)
+BODY_RECV_SIZE = 65536  # a body being received: larger reads, fewer wake-ups
+LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and dropped
+RETIRE_GRACE = 1.0  # a leaving worker's idle keep-alive connections: time for a last request
+ACCEPT_PAUSE = 1.0  # out of descriptors: seconds before the listeners are polled again
+FD_WARNING_INTERVAL = 10.0  # at most one "out of descriptors" line per this many seconds
+SHED_FRACTION = 16  # a full worker frees 1/16 of its cap at once, not one slot per accept
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_EPOLLIN = select.EPOLLIN
+_EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # one sleeping worker woken, not all
+
+
+class Connection:
+    """A client connection while the worker holds it."""
+
+    __slots__ = ("sock", "fd", "state", "buf", "deadline", "environ", "trusted", "client",
+                 "listener", "head", "decoder", "spool", "body_size", "body_start", "received")
+
+    def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
+                 listener: int, state: int, deadline: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = state
+        self.buf = b""  # received, not yet consumed: a partial head or pipelined requests
+        self.deadline = deadline
+        self.environ = environ
+        self.trusted = trusted
+        self.client = client
+        self.listener = listener  # index in the worker's listener list
+        self.head = None  # BODY: the request whose body is arriving
+        self.decoder = None  # BODY: the protocol's decoder for that body's framing
+        self.spool: BodySpool | None = None  # BODY and APP: where the body goes
+        self.body_size = 0  # APP: decoded size of a body received before the app
+        self.body_start = 0.0
+        self.received = 0  # BODY: bytes received on the wire, framing included
+
+
+class Connections:
+    """The worker's connections: the state machine's transitions, and the cap."""
+
+    def __init__(self, worker, dispatcher, epoll, cfg, bases: list[tuple[object, dict]],
+                 trusted_peers, forwarded: frozenset) -> None:
+        self.worker = worker  # alive, requests_left
+        self.serve = dispatcher.serve
+        self.error_response = dispatcher.error_response
+        self.limits = dispatcher.limits
+        self.epoll = epoll
+        self.bases = bases  # per listener: (listener, base environ)
+        self.trusted_peers = trusted_peers
+        self.forwarded = forwarded
+        self.header_timeout = cfg.header_timeout or 3600.0
+        self.keep_alive = cfg.keep_alive
+        self.body_timeout = cfg.body_timeout or 3600.0
+        self.buffering = cfg.request_buffering
+        self.spool_memory = cfg.body_buffer_size
+        self.min_rate = cfg.body_min_rate
+        self.rate_grace = cfg.body_rate_grace
+        self.max = cfg.max_connections
+        self.conns: dict[int, Connection] = {}
+        # Read by the handoff custodian thread: which connection is in the app, for which
+        # request (seq); the lock is held while it moves connections, and by the loop as a
+        # request leaves the app, so the two never touch the set at once.
+        self.in_app: Connection | None = None
+        self.seq = 0
+        self.lock = threading.Lock()
+        self.accepting = True
+        self.paused_until = 0.0  # out of descriptors: listeners rest until then
+        self.last_fd_warning = -FD_WARNING_INTERVAL
+        self.registered = True  # the listeners are in the epoll set
+
+    # --- arrivals ---------------------------------------------------------------------------
+
+    def accept(self, index: int) -> None:
+        """One connection from listener ``index`` (one per wake-up: a busy worker leaves the
+        next newcomer to an idle one, which EPOLLEXCLUSIVE wakes instead)."""
+        conns = self.conns
+        if len(conns) >= self.max and not self.make_room():
+            self.stop_listening()
+            return
+        listener, base = self.bases[index]
+        try:
+            sock, peer = listener.sock.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in _OUT_OF_FDS:
+                self.out_of_descriptors(exc)
+            return
+        conn = self.add(sock, peer, index, HEAD, time.monotonic() + self.header_timeout)
+        # Most clients send the request right behind the handshake (and deferred accept
+        # waits for it): read it now and save an epoll round trip.
+        self.readable(conn)
+
+    def add(self, sock: socket.socket, peer, index: int, state: int, deadline: float
+            ) -> Connection:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = f"{peer[0]}:{peer[1]}"
+            trusted = self.forwarded if peer[0] in self.trusted_peers else frozenset()
+        else:
+            client = "unix"
+            trusted = self.forwarded if "" in self.trusted_peers else frozenset()
+        conn = Connection(sock, connection_environ(self.bases[index][1], peer), trusted,
+                          client, index, state, deadline)
+        self.conns[conn.fd] = conn
+        self.epoll.register(conn.fd, _EPOLLIN)
+        return conn
+
+    # --- the transitions --------------------------------------------------------------------
+
+    def readable(self, conn: Connection) -> None:
+        state = conn.state
+        try:
+            data = conn.sock.recv(BODY_RECV_SIZE if state == BODY else RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close(conn)
+            return
+        if not data:
+            if state == BODY:
+                log.debug("client %s went away before the end of its request body",
+                          conn.client)
+            self.close(conn)
+        elif state == BODY:
+            rest = self.body_data(conn, data)
+            if rest is not None:
+                self.head_data(conn, rest)
+        elif state != LINGER:  # lingering: read and dropped
+            self.head_data(conn, conn.buf + data if conn.buf else data)
+
+    def head_data(self, conn: Connection, buf: bytes) -> None:
+        """Serve every complete request in ``buf``; keep a partial head for later."""
+        while buf:
+            try:
+                parsed = parse_head(buf, self.limits)
+            except HTTPError as error:
+                self.reject(conn, error)
+                return
+            if parsed is None:
+                if conn.state != HEAD:  # a new head has started
+                    conn.state = HEAD
+                    conn.deadline = time.monotonic() + self.header_timeout
+                conn.buf = buf
+                return
+            head, consumed = parsed
+            if self.buffering and (head.content_length or head.chunked):
+                buf = self.begin_body(conn, head, buf[consumed:])
+            else:
+                buf = self.run(conn, head, buf[consumed:], None)
+            if buf is None:  # the body is on its way, or the connection is closing
+                return
+        conn.buf = b""
+        conn.state = IDLE
+        conn.deadline = time.monotonic() + self.keep_alive
+
+    def begin_body(self, conn: Connection, head, buf: bytes) -> bytes | None:
+        conn.state = BODY
+        conn.head = head
+        conn.decoder = body_decoder(head, self.limits)
+        conn.spool = BodySpool(self.spool_memory)
+        conn.received = 0
+        conn.buf = b""
+        conn.body_start = now = time.monotonic()
+        conn.deadline = now + self.body_timeout
+        if head.expect_continue and not buf:
+            # The server asks for the body itself, as nginx does when it buffers: the app
+            # runs once the body is here. (A body over the limit was refused with the head.)
+            with contextlib.suppress(OSError):
+                conn.sock.send(CONTINUE)
+        return self.body_data(conn, buf) if buf else None
+
+    def body_data(self, conn: Connection, data: bytes) -> bytes | None:
+        """Body bytes arrived. Once the body is whole, run the app; return what follows it
+        (None while the body is incomplete, or when the connection is closing)."""
+        decoder = conn.decoder
+        try:
+            decoded = decoder.feed(data)
+        except HTTPError as error:  # bad chunked framing, or over the body limit
+            self.reject(conn, error)
+            return None
+        if decoded:
+            conn.spool.write(decoded)
+        conn.received += len(data)
+        if not decoder.done:
+            conn.deadline = time.monotonic() + self.body_timeout
+            return None
+        head = conn.head
+        conn.head = conn.decoder = None
+        conn.body_size = conn.spool.size
+        return self.run(conn, head, decoder.unused, conn.spool.stream())
+
+    def run(self, conn: Connection, head, buf: bytes, received) -> bytes | None:
+        """The app's turn; then keep the connection (return the bytes after the request) or
+        close it (None). The dispatcher decides from the request, the response and the
+        body whether the connection may be kept; nothing else does."""
+        worker = self.worker
+        if worker.requests_left:
+            worker.requests_left -= 1
+            if worker.requests_left == 0:
+                # before serving: the last response must say Connection: close
+                log.info("worker %s reached max_requests; retiring", worker.pid)
+                worker.alive = False
+        conn.state = APP
+        self.seq += 1
+        self.in_app = conn
+        try:
+            after, rest = self.serve(conn, head, buf, received)
+        finally:
+            with self.lock:
+                self.in_app = None
+            if conn.spool is not None:
+                conn.spool.close()
+                conn.spool = None
+        if after is KEEP and worker.alive:
+            return rest
+        if after is CLOSE:
+            self.close(conn)
+        else:  # LINGER, or a worker leaving: the next request may be on its way
+            self.linger(conn)
+        return None
+
+    def reject(self, conn: Connection, error: HTTPError) -> None:
+        """The server's own error answer (400, 408, 413...), then a lingering close."""
+        log.debug("rejected a request from %s: %s %s", conn.client, error.status, error.detail)
+        try:
+            conn.sock.send(self.error_response(error))
+        except OSError:
+            self.close(conn)
+            return
+        self.linger(conn)
+
+    def linger(self, conn: Connection) -> None:
+        """Lingering close, as Apache and nginx do: closing with the client's bytes still
+        unread makes the kernel send a RST, which can destroy our last reply in the client's
+        receive buffer. Shut our side, read and drop what still comes for a moment, then
+        close. The connection keeps its slot (and counts against the cap) until then."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(conn)
+            return
+        self.release_body(conn)
+        conn.state = LINGER
+        conn.buf = b""
+        conn.deadline = time.monotonic() + LINGER_SECONDS
+
+    def close(self, conn: Connection) -> None:
+        self.conns.pop(conn.fd, None)
+        self.release_body(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.close()  # closing the fd also drops it from the epoll set
+
+    @staticmethod
+    def release_body(conn: Connection) -> None:
+        if conn.spool is not None:
+            conn.spool.close()
+            conn.spool = None
+        conn.head = conn.decoder = None
+
+    # --- time -------------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Deadlines and the body data rate; called once a tick."""
+        min_rate = self.min_rate
+        grace = self.rate_grace
+        for conn in list(self.conns.values()):
+            state = conn.state
+            if state == BODY and min_rate:
+                elapsed = now - conn.body_start
+                if elapsed > grace and conn.received < min_rate * elapsed \
+                        and not pending_bytes(conn.sock):
+                    self.reject(conn, RequestTimeout(
+                        f"request body slower than {min_rate} bytes/s"))
+                    continue
+            if conn.deadline > now:
+                continue
+            if state != LINGER and pending_bytes(conn.sock):
+                # Its bytes are here, unread only because the app had the worker: read them
+                # on the next turn of the loop rather than time out a client that was on time.
+                conn.deadline = now + 1.0
+            elif state == HEAD:
+                self.reject(conn, RequestTimeout("no complete request head in time"))
+            elif state == BODY:
+                self.reject(conn, RequestTimeout(
+                    f"no request body data for {self.body_timeout:g}s"))
+            elif state != APP:
+                self.close(conn)  # keep-alive timeout (quietly, like nginx), or linger done
+
+    # --- the cap ----------------------------------------------------------------------------
+
+    def make_room(self) -> int:
+        """The worker is full: close the connections that cost least to lose, lingering
+        ones first, then the oldest idle keep-alive ones, then the slowest partial heads
+        (408), so that a client with a real request gets in. Returns how many."""
+        want = max(1, self.max // SHED_FRACTION)
+        victims: list[Connection] = []
+        for state in (LINGER, IDLE, HEAD):
+            if len(victims) >= want:
+                break
+            group = [c for c in self.conns.values() if c.state == state]
+            group.sort(key=_deadline)  # within a state, the earliest deadline is the oldest
+            victims.extend(group[:want - len(victims)])
+        for conn in victims:
+            if conn.state == HEAD:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(self.error_response(
+                        RequestTimeout("shed: the worker is full")))
+            self.close(conn)
+        if victims:
+            log.debug("worker full: shed %d connection(s)", len(victims))
+        return len(victims)
+
+    def out_of_descriptors(self, exc: OSError) -> None:
+        """EMFILE/ENFILE on accept: the pending connection stays in the kernel's queue and
+        the listener stays readable, so polling it again at once would spin. Free what can
+        be freed, rest the listeners for a moment, and say so once in a while."""
+        now = time.monotonic()
+        freed = self.make_room()
+        if not freed:
+            self.paused_until = now + ACCEPT_PAUSE
+            self.stop_listening()
+        if now - self.last_fd_warning >= FD_WARNING_INTERVAL:
+            self.last_fd_warning = now
+            log.warning("worker %s: accept failed: %s (%d connections open); %s",
+                        self.worker.pid, exc.strerror, len(self.conns),
+                        f"shed {freed}" if freed else f"accepts paused for {ACCEPT_PAUSE:g}s")
+
+    def stop_listening(self) -> None:
+        if self.registered:
+            self.registered = False
+            for fd in self.listener_fds():
+                with contextlib.suppress(OSError):
+                    self.epoll.unregister(fd)
+
+    def listen_again(self, now: float) -> None:
+        """Called once a loop turn while not registered: resume when there is room."""
+        if self.accepting and now >= self.paused_until and len(self.conns) < self.max:
+            self.registered = True
+            for fd in self.listener_fds():
+                self.epoll.register(fd, _EPOLLIN | _EPOLLEXCLUSIVE)
+
+    def listener_fds(self) -> list[int]:
+        return [listener.sock.fileno() for listener, _ in self.bases]
+
+    # --- leaving ----------------------------------------------------------------------------
+
+    def retire(self) -> None:
+        """The worker is leaving: no more accepts. Serve a request already here on an idle
+        connection; else give it a short grace for its next one (answered with
+        Connection: close), then close it quietly. Closing at once races a client that is
+        sending that request right now: it sees its connection dropped, and most clients do
+        not retry. Connections with a head or body in progress keep their deadlines."""
+        self.accepting = False
+        self.stop_listening()
+        for conn in [c for c in self.conns.values() if c.state == IDLE]:
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                conn.deadline = min(conn.deadline, time.monotonic() + RETIRE_GRACE)
+                continue
+            except OSError:
+                self.close(conn)
+                continue
+            if data:
+                self.head_data(conn, data)
+            else:
+                self.close(conn)
+
+
+def _deadline(conn: Connection) -> float:
+    return conn.deadline

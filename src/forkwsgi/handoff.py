@@ -1,0 +1,173 @@
+"""Moving connections between workers, so no request waits in a busy worker while
+another worker is free.
+
+A worker runs one request at a time, and its kept-alive connections live in
+its own epoll set: while the app is slow, the next request on any of them
+would wait for it even with a sibling idle. So when a worker has been in the
+app for ``handoff_after`` seconds and a sibling is idle, its connections that
+wait for nothing but the worker (idle keep-alive ones, and partial heads with
+the bytes already received for them) move to the sibling.
+
+Owns: the unix datagram socket pair the arbiter makes before the first fork
+(every worker holds both ends: it sends on one, and whichever idle worker
+epoll wakes first receives on the other); the message, a batch of
+descriptors (SCM_RIGHTS) with, for each, ``(listener index, state, deadline,
+bytes received)``; and the custodian, a thread in each worker that watches
+how long the app has had the worker. The custodian moves connections only
+while it holds the connection set's lock, which the worker's loop takes as a
+request leaves the app, so the two never touch the set at once; the loop's
+per-request cost is two attribute stores and that lock.
+
+Must never: move the connection in the app, one receiving a body or
+lingering (their state is more than bytes), drop the bytes already received
+for a connection, or send a connection anywhere when no sibling is idle
+(the worker that frees first would get them, possibly itself, for nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+
+from forkwsgi import scoreboard
+from forkwsgi.connection import HEAD, IDLE, Connections
+
+log = logging.getLogger("forkwsgi.error")
+
+# One record per connection: listener index, state, deadline (CLOCK_MONOTONIC is the same
+# clock in every process), then that many bytes received for it.
+_RECORD = struct.Struct("<HBdI")
+MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
+MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
+
+
+def make_pair() -> tuple[socket.socket, socket.socket]:
+    """The arbiter's part: ``(send end, receive end)``, made once, before any fork."""
+    send, receive = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (send, receive):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * MAX_MESSAGE)
+    return send, receive
+
+
+class Handoff:
+    """One worker's ends of the pair, and its custodian."""
+
+    def __init__(self, pair: tuple[socket.socket, socket.socket], conns: Connections,
+                 board, slot_index: int, after: float) -> None:
+        self.send_sock, self.recv_sock = pair
+        self.conns = conns
+        self.board = board
+        self.slot_index = slot_index
+        self.after = after
+
+    def fileno(self) -> int:
+        return self.recv_sock.fileno()
+
+    # --- the custodian thread -----------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="forkwsgi-handoff", daemon=True).start()
+
+    def _watch(self) -> None:
+        conns = self.conns
+        after = self.after
+        period = after / 2
+        seen = None
+        seen_at = 0.0
+        sleep = time.sleep
+        monotonic = time.monotonic
+        while True:
+            sleep(period)
+            conn = conns.in_app
+            if conn is None or not conns.worker.alive:
+                seen = None
+                continue
+            key = (conn, conns.seq)
+            now = monotonic()
+            if key != seen:
+                seen, seen_at = key, now  # the request began at most one period ago
+                continue
+            if now - seen_at < after - period or not self._sibling_idle():
+                continue
+            with conns.lock:
+                if conns.in_app is conn and conns.seq == key[1]:
+                    self._move(conn)
+            seen = None
+
+    def _sibling_idle(self) -> bool:
+        board = self.board
+        mine = self.slot_index
+        return any(board.state(index) == scoreboard.IDLE
+                   for index in range(board.slots) if index != mine)
+
+    # --- sending (custodian, under the lock) --------------------------------------------------
+
+    def _move(self, in_app) -> None:
+        set_ = self.conns
+        movable = [c for c in set_.conns.values()
+                   if c is not in_app and (c.state == IDLE or c.state == HEAD)]
+        moved = 0
+        while movable:
+            batch: list = []
+            size = 0
+            while movable and len(batch) < MAX_FDS and size + len(movable[-1].buf) + \
+                    _RECORD.size <= MAX_MESSAGE:
+                conn = movable.pop()
+                batch.append(conn)
+                size += _RECORD.size + len(conn.buf)
+            if not batch:  # one head bigger than a message: it stays
+                movable.pop()
+                continue
+            payload = b"".join(_RECORD.pack(c.listener, c.state, c.deadline, len(c.buf)) + c.buf
+                               for c in batch)
+            try:
+                socket.send_fds(self.send_sock, [payload], [c.fd for c in batch],
+                                socket.MSG_DONTWAIT)
+            except OSError as exc:  # the queue is full: the rest stay here
+                log.debug("handoff: could not send %d connection(s): %s", len(batch), exc)
+                break
+            for conn in batch:
+                # Unregister first: the descriptor in flight keeps the socket open, and epoll
+                # forgets a socket only once every descriptor of it is closed.
+                with contextlib.suppress(OSError):
+                    set_.epoll.unregister(conn.fd)
+                set_.conns.pop(conn.fd, None)
+                conn.sock.close()
+            moved += len(batch)
+        if moved:
+            log.debug("worker busy in the app: moved %d connection(s) to a sibling", moved)
+
+    # --- receiving (the loop) -----------------------------------------------------------------
+
+    def receive(self) -> None:
+        """Adopt one batch of connections a sibling sent, if one is waiting."""
+        try:
+            payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
+                                                     MAX_FDS, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        if flags & socket.MSG_CTRUNC:
+            log.warning("handoff: descriptors lost in transit (open-file limit?)")
+        set_ = self.conns
+        offset = 0
+        for fd in fds:
+            if offset + _RECORD.size > len(payload):
+                with contextlib.suppress(OSError):
+                    socket.close(fd)
+                continue
+            index, state, deadline, length = _RECORD.unpack_from(payload, offset)
+            offset += _RECORD.size
+            buf = payload[offset:offset + length]
+            offset += length
+            sock = socket.socket(fileno=fd)
+            try:
+                peer = sock.getpeername()
+            except OSError:  # the client left in transit
+                sock.close()
+                continue
+            conn = set_.add(sock, peer, index, state, deadline)
+            conn.buf = buf
