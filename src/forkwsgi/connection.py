@@ -108,11 +108,12 @@ class Connections:
         self.max = cfg.max_connections
         self.conns: dict[int, Connection] = {}
         # Read by the handoff custodian thread: which connection is in the app, for which
-        # request (seq); the lock is held while it moves connections, and by the loop as a
-        # request leaves the app, so the two never touch the set at once.
+        # request (seq). Its lock (made when the custodian starts; None without one) is
+        # held while it moves connections, and by the loop as a request leaves the app, so
+        # the two never touch the set at once.
         self.in_app: Connection | None = None
         self.seq = 0
-        self.lock = threading.Lock()
+        self.lock: threading.Lock | None = None
         self.accepting = True
         self.paused_until = 0.0  # out of descriptors: listeners rest until then
         self.last_fd_warning = -FD_WARNING_INTERVAL
@@ -255,14 +256,16 @@ class Connections:
         conn.state = APP
         self.seq += 1
         self.in_app = conn
-        try:
-            after, rest = self.serve(conn, head, buf, received)
-        finally:
-            with self.lock:
+        after, rest = self.serve(conn, head, buf, received)  # the app's exceptions end there
+        lock = self.lock
+        if lock is None:
+            self.in_app = None
+        else:
+            with lock:
                 self.in_app = None
-            if conn.spool is not None:
-                conn.spool.close()
-                conn.spool = None
+        if conn.spool is not None:
+            conn.spool.close()
+            conn.spool = None
         if after is KEEP and worker.alive:
             return rest
         if after is CLOSE:

@@ -70,6 +70,7 @@ class Handoff:
     # --- the custodian thread -----------------------------------------------------------------
 
     def start(self) -> None:
+        self.conns.lock = threading.Lock()
         threading.Thread(target=self._watch, name="forkwsgi-handoff", daemon=True).start()
 
     def _watch(self) -> None:
@@ -93,7 +94,7 @@ class Handoff:
                 continue
             if now - seen_at < after - period or not self._sibling_idle():
                 continue
-            with conns.lock:
+            with conns.lock:  # type: ignore[union-attr]
                 if conns.in_app is conn and conns.seq == key[1]:
                     self._move(conn)
             seen = None
