@@ -144,23 +144,32 @@ def _ready(host: str, port: int, proc: subprocess.Popen) -> bool:
         return False
 
 
+# Runs forkwsgi with RLIMIT_NOFILE soft = hard = argv[1]; exec, so the PID stays the arbiter's.
+_NOFILE_WRAPPER = ("import os, resource, sys; n = int(sys.argv[1]); "
+                   "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+                   "os.execv(sys.executable, [sys.executable, '-m', 'forkwsgi', *sys.argv[2:]])")
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """``serve(app, *args, workers=1, env=None, wait=True) -> Server``.
+    """``serve(app, *args, workers=1, env=None, wait=True, nofile=None) -> Server``.
 
     Starts ``python -m forkwsgi -b 127.0.0.1:PORT -w WORKERS *args APP`` in
     the repository root (so ``tests.apps:...`` imports), stdout and stderr to
     a log file, and waits until the port accepts and the workers are up.
+    ``nofile`` starts it with that open-file limit (soft and hard).
     """
     started: list[Server] = []
 
     def start(app: str = "forkwsgi.examples.hello:app", *args: str, workers: int = 1,
               env: dict[str, str] | None = None, wait: bool = True, host: str = "127.0.0.1",
-              bind: bool = True, cwd: Path | None = None) -> Server:
+              bind: bool = True, cwd: Path | None = None, nofile: int | None = None) -> Server:
         port = free_port(host)
         log_path = tmp_path / f"server-{len(started)}.log"
         bind_args = ["-b", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"] if bind else []
-        cmd = [*FORKWSGI, *bind_args, "-w", str(workers), *args, app]
+        command = FORKWSGI if nofile is None else \
+            [sys.executable, "-c", _NOFILE_WRAPPER, str(nofile)]
+        cmd = [*command, *bind_args, "-w", str(workers), *args, app]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "src"), str(REPO), full_env.get("PYTHONPATH", "")) if p)
