@@ -3,14 +3,18 @@ another worker is free.
 
 A worker runs one request at a time, and its kept-alive connections live in
 its own epoll set: while the app is slow, the next request on any of them
-would wait for it even with a sibling idle. So when a worker has been in the
-app for ``handoff_after`` seconds and a sibling is idle, its connections that
-wait for nothing but the worker (idle keep-alive ones, and partial heads with
-the bytes already received for them) move to the sibling.
+would wait for it even with a sibling free. So when a worker has been in the
+app for ``handoff_after`` seconds, its connections that wait for nothing but
+the worker (idle keep-alive ones, and partial heads with the bytes already
+received for them) go to a queue that every worker's loop polls: the first
+worker to be free takes them. Under load that makes the workers one shared
+queue, as an accept queue is, instead of one queue per worker: a request
+waits only while every worker is busy.
 
 Owns: the unix datagram socket pair the arbiter makes before the first fork
-(every worker holds both ends: it sends on one, and whichever idle worker
-epoll wakes first receives on the other); the message, a batch of
+(every worker holds both ends: it sends on one, and whichever free worker
+epoll wakes first receives on the other; a socket pair's queue is bounded by
+its send buffer, not by ``max_dgram_qlen``); the message, a batch of
 descriptors (SCM_RIGHTS) with, for each, ``(listener index, state, deadline,
 bytes received)``; and the custodian, a thread in each worker that watches
 how long the app has had the worker. The custodian moves connections only
@@ -20,8 +24,8 @@ per-request cost is two attribute stores and that lock.
 
 Must never: move the connection in the app, one receiving a body or
 lingering (their state is more than bytes), drop the bytes already received
-for a connection, or send a connection anywhere when no sibling is idle
-(the worker that frees first would get them, possibly itself, for nothing).
+for a connection, or run in a leaving worker (its siblings may be leaving
+too, and nobody would take the queue).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import struct
 import threading
 import time
 
-from forkwsgi import scoreboard
 from forkwsgi.connection import HEAD, IDLE, Connections
 
 log = logging.getLogger("forkwsgi.error")
@@ -57,11 +60,9 @@ class Handoff:
     """One worker's ends of the pair, and its custodian."""
 
     def __init__(self, pair: tuple[socket.socket, socket.socket], conns: Connections,
-                 board, slot_index: int, after: float) -> None:
+                 after: float) -> None:
         self.send_sock, self.recv_sock = pair
         self.conns = conns
-        self.board = board
-        self.slot_index = slot_index
         self.after = after
 
     def fileno(self) -> int:
@@ -92,36 +93,42 @@ class Handoff:
             if key != seen:
                 seen, seen_at = key, now  # the request began at most one period ago
                 continue
-            if now - seen_at < after - period or not self._sibling_idle():
+            if now - seen_at < after - period:
                 continue
             with conns.lock:  # type: ignore[union-attr]
                 if conns.in_app is conn and conns.seq == key[1]:
                     self._move(conn)
             seen = None
 
-    def _sibling_idle(self) -> bool:
-        board = self.board
-        mine = self.slot_index
-        return any(board.state(index) == scoreboard.IDLE
-                   for index in range(board.slots) if index != mine)
-
     # --- sending (custodian, under the lock) --------------------------------------------------
 
     def _move(self, in_app) -> None:
         set_ = self.conns
-        movable = [c for c in set_.conns.values()
-                   if c is not in_app and (c.state == IDLE or c.state == HEAD)]
+        keep_alive, header_timeout = set_.keep_alive, set_.header_timeout
+
+        def waiting_since(conn) -> float:
+            return conn.deadline - (keep_alive if conn.state == IDLE else header_timeout)
+
+        # The longest waiting first, and adopted in that order: moving a batch must not
+        # reorder it, or a connection at its end could be sent back and forth between two
+        # busy workers and never reach the front.
+        movable = sorted((c for c in set_.conns.values()
+                          if c is not in_app and (c.state == IDLE or c.state == HEAD)),
+                         key=waiting_since)
+        batches: list[list] = [[]]
+        size = 0
+        for conn in movable:
+            need = _RECORD.size + len(conn.buf)
+            if need > MAX_MESSAGE:
+                continue  # a head bigger than a message stays
+            if len(batches[-1]) == MAX_FDS or size + need > MAX_MESSAGE:
+                batches.append([])
+                size = 0
+            batches[-1].append(conn)
+            size += need
         moved = 0
-        while movable:
-            batch: list = []
-            size = 0
-            while movable and len(batch) < MAX_FDS and size + len(movable[-1].buf) + \
-                    _RECORD.size <= MAX_MESSAGE:
-                conn = movable.pop()
-                batch.append(conn)
-                size += _RECORD.size + len(conn.buf)
-            if not batch:  # one head bigger than a message: it stays
-                movable.pop()
+        for batch in batches:
+            if not batch:
                 continue
             payload = b"".join(_RECORD.pack(c.listener, c.state, c.deadline, len(c.buf)) + c.buf
                                for c in batch)
@@ -140,7 +147,8 @@ class Handoff:
                 conn.sock.close()
             moved += len(batch)
         if moved:
-            log.debug("worker busy in the app: moved %d connection(s) to a sibling", moved)
+            log.debug("worker busy in the app: moved %d connection(s) to the handoff queue",
+                      moved)
 
     # --- receiving (the loop) -----------------------------------------------------------------
 
@@ -151,6 +159,7 @@ class Handoff:
                                                      MAX_FDS, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return  # another worker took it
+        log.debug("handoff: took %d connection(s) (%d bytes)", len(fds), len(payload))
         if flags & socket.MSG_CTRUNC:
             log.warning("handoff: descriptors lost in transit (open-file limit?)")
         set_ = self.conns

@@ -56,7 +56,6 @@ class Worker:
                  arbiter_pid: int, app=None, handoff_pair=None) -> None:
         self.cfg = cfg
         self.listeners = listeners
-        self.board = board
         self.slot = scoreboard.SlotWriter(board, slot_index)
         self.slot_index = slot_index
         self.generation = generation
@@ -179,8 +178,7 @@ class Worker:
         epoll.register(self._wake_r, _EPOLLIN)
         handoff = None
         if self.handoff_pair is not None and cfg.handoff_after > 0 and cfg.workers > 1:
-            handoff = Handoff(self.handoff_pair, pool, self.board, self.slot_index,
-                              cfg.handoff_after)
+            handoff = Handoff(self.handoff_pair, pool, cfg.handoff_after)
             epoll.register(handoff.fileno(), _EPOLLIN | _EPOLLEXCLUSIVE)
             handoff.start()
         handoff_fd = handoff.fileno() if handoff is not None else -1
