@@ -9,7 +9,8 @@ and reporting medians, ratios, memory, cold start, newcomer latency, -w 2 scalin
 and syscalls per request. What it must never do: send traffic anywhere but
 loopback, leave a process running, or sleep a fixed time in place of a readiness
 check. Every process it starts is stopped by PID in a `finally`, and SIGALRM caps
-the whole run.
+the whole run. mixed.py and body.py import this machinery (Launcher, session,
+forkwsgi_source, the report head and foot) rather than repeat it.
 
 Method (docs/performance.md says why):
 - the server is pinned to one core (`taskset -c 0`), wrk to the other (`-c 1`);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -108,16 +110,23 @@ def _gunicorn(parser: str) -> Callable[[int, int, Path], list[str]]:
 
 def _uwsgi(port: int, workers: int, scratch: Path) -> list[str]:
     # --http11-socket is --http-socket with keep-alive; --http would add a router
-    # process in front. No --master: the one process is the worker.
+    # process in front. No --master: the first process is a worker (and, with
+    # --processes 2, forks the second).
     return [str(BIN / "uwsgi"), "--http11-socket", f"{HOST}:{port}", "--module", "apps:app",
-            "--pythonpath", str(HERE), "--processes", "1", "--disable-logging",
+            "--pythonpath", str(HERE), "--processes", str(workers), "--disable-logging",
             "--need-app", "--die-on-term", "--single-interpreter"]
 
 
-def _granian(port: int, workers: int, scratch: Path) -> list[str]:
-    return [str(BIN / "granian"), "--interface", "wsgi", "--http", "1", "--host", HOST,
-            "--port", str(port), "--workers", "1", "--blocking-threads", "1",
-            "--runtime-threads", "1", "--no-access-log", "--log-level", "warning", "apps:app"]
+GRANIAN_ONE_THREAD = ("--blocking-threads", "1", "--runtime-threads", "1")
+
+
+def granian(*threads: str) -> Callable[[int, int, Path], list[str]]:
+    """granian's argv with `threads` (its thread flags; none: granian's defaults)."""
+    def argv(port: int, workers: int, scratch: Path) -> list[str]:
+        return [str(BIN / "granian"), "--interface", "wsgi", "--http", "1", "--host", HOST,
+                "--port", str(port), "--workers", str(workers), *threads,
+                "--no-access-log", "--log-level", "warning", "apps:app"]
+    return argv
 
 
 def _waitress(port: int, workers: int, scratch: Path) -> list[str]:
@@ -142,25 +151,37 @@ http {{
     fastcgi_temp_path {scratch}/fastcgi;
     uwsgi_temp_path {scratch}/uwsgi;
     scgi_temp_path {scratch}/scgi;
+{http}
+}}
+"""
+
+NGINX_CEILING = """\
     server {{
         listen {host}:{port};
         location = / {{ default_type text/plain; return 200 "Hello, world!"; }}
         location = /64k {{ default_type application/octet-stream; alias {scratch}/64k; }}
         location = /upload {{ client_max_body_size 2m; return 200 "1048576"; }}
-    }}
-}}
-"""
+    }}"""
+
+
+def nginx_argv(port: int, scratch: Path, http: str) -> list[str]:
+    """Write an nginx.conf for one master + one worker in scratch/nginx-PORT, its own
+    pid, logs and temp dirs there, with `http` (a template: {host}, {port}, {scratch})
+    as the body of its http block; returns the command line that runs it."""
+    conf_dir = scratch / f"nginx-{port}"
+    conf_dir.mkdir(exist_ok=True)
+    # As root nginx drops its worker to "nobody", who cannot read a 0700 tempdir.
+    user = "user root;" if os.geteuid() == 0 else ""
+    body = http.format(host=HOST, port=port, scratch=conf_dir)
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, scratch=conf_dir, http=body))
+    return ["nginx", "-p", str(conf_dir), "-c", str(conf)]
 
 
 def _nginx(port: int, workers: int, scratch: Path) -> list[str]:
-    conf_dir = scratch / f"nginx-{port}"
-    conf_dir.mkdir(exist_ok=True)
-    (conf_dir / "64k").write_bytes(b"x" * 65536)
-    # As root nginx drops its worker to "nobody", who cannot read a 0700 tempdir.
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = conf_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, scratch=conf_dir, host=HOST, port=port))
-    return ["nginx", "-p", str(conf_dir), "-c", str(conf)]
+    argv = nginx_argv(port, scratch, NGINX_CEILING)
+    (scratch / f"nginx-{port}" / "64k").write_bytes(b"x" * 65536)
+    return argv
 
 
 SERVERS = (
@@ -170,7 +191,8 @@ SERVERS = (
     Server("gunicorn-h1c", "sync worker, --http-parser fast (gunicorn_h1c)", _gunicorn("fast"),
            "gunicorn_h1c"),
     Server("uwsgi", "--http11-socket, 1 process, no master, no threads", _uwsgi, "uwsgi"),
-    Server("granian", "--interface wsgi, 1 worker, 1 blocking thread", _granian, "granian"),
+    Server("granian", "--interface wsgi, 1 worker, 1 blocking thread",
+           granian(*GRANIAN_ONE_THREAD), "granian"),
     Server("waitress", "1 process, its default 4 threads (one core)", _waitress, "waitress"),
     Server("bjoern", "1 process, libev", _bjoern, "bjoern"),
     Server("nginx", "reference ceiling: return 200 / static file / body discarded", _nginx,
@@ -188,6 +210,19 @@ def package_version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+def available(names: str, table: tuple[Server, ...], skipped: dict) -> list[Server]:
+    """The servers named (comma-separated) that can run here; the others go into
+    skipped with the reason."""
+    servers = []
+    for server in pick(names, table, "server"):
+        if reason := missing_reason(server):
+            skipped[server.name] = reason
+            say(f"skipping {server.name}: {reason}")
+        else:
+            servers.append(server)
+    return servers
 
 
 def missing_reason(server: Server) -> str | None:
@@ -215,33 +250,46 @@ def http_get(port: int, path: str = "/", timeout: float = 5.0) -> int:
         return status
 
 
-def read_response(sock: socket.socket, buf: bytearray | None = None
-                  ) -> tuple[int, bool, bytearray]:
-    """Read one response; returns (status, server keeps the connection, leftover bytes)."""
+def parse_response_head(head: bytes) -> tuple[int, int, bool]:
+    """A response head without its blank line -> (status, Content-Length or -1, keep-alive)."""
+    lines = head.decode("latin-1").split("\r\n")
+    version_, status = lines[0].split(" ", 2)[:2]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    conn = headers.get("connection", "").lower()
+    keep = "close" not in conn and (version_ == "HTTP/1.1" or "keep-alive" in conn)
+    return int(status), int(headers.get("content-length", -1)), keep
+
+
+def receive_response(sock: socket.socket, buf: bytearray | None = None
+                     ) -> tuple[int, bool, bytes, bytearray]:
+    """Read one response; returns (status, server keeps the connection, body, leftover bytes)."""
     buf = buf if buf is not None else bytearray()
     while (end := buf.find(b"\r\n\r\n")) < 0:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("closed before the response head")
         buf += chunk
-    head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    status, length, keep = parse_response_head(bytes(buf[:end]))
     del buf[:end + 4]
-    version_, status = head[0].split(" ", 2)[:2]
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
-    length = int(headers.get("content-length", -1))
-    conn = headers.get("connection", "").lower()
-    keep = "close" not in conn and (version_ == "HTTP/1.1" or "keep-alive" in conn)
     if length < 0:  # no length: the body runs to the close
-        while sock.recv(65536):
-            pass
-        return int(status), False, bytearray()
+        while chunk := sock.recv(65536):
+            buf += chunk
+        return status, False, bytes(buf), bytearray()
     while len(buf) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("closed mid-body")
         buf += chunk
+    body = bytes(buf[:length])
     del buf[:length]
-    return int(status), keep, buf
+    return status, keep, body, buf
+
+
+def read_response(sock: socket.socket, buf: bytearray | None = None
+                  ) -> tuple[int, bool, bytearray]:
+    """Read one response; returns (status, server keeps the connection, leftover bytes)."""
+    status, keep, _, buf = receive_response(sock, buf)
+    return status, keep, buf
 
 
 def keepalive_client(port: int, requests: int, connections: int) -> tuple[int, int]:
@@ -361,12 +409,20 @@ def stop(launched: Launched) -> None:
 
 
 class Launcher:
-    """Starts servers in a scratch dir and remembers them for cleanup."""
+    """Starts servers in a scratch dir and remembers them for cleanup.
 
-    def __init__(self, scratch: Path):
+    `pythonpath` goes ahead of benchmarks/ on every server's PYTHONPATH: where
+    forkwsgi is imported from (see forkwsgi_source)."""
+
+    def __init__(self, scratch: Path, pythonpath: list[Path] | None = None):
         self.scratch = scratch
+        self.pythonpath = list(pythonpath or [])
         self.count = 0
         self.live: set[Launched] = set()
+
+    def env(self) -> dict[str, str]:
+        path = os.pathsep.join(str(p) for p in [*self.pythonpath, HERE])
+        return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
 
     @contextlib.contextmanager
     def run(self, server: Server, *, workers: int = 1, cpus: str = "0",
@@ -374,10 +430,9 @@ class Launcher:
         self.count += 1
         port = free_port()
         log = self.scratch / f"{self.count:04d}-{server.name}.log"
-        env = dict(os.environ, PYTHONPATH=str(HERE), PYTHONUNBUFFERED="1")
         argv = ["taskset", "-c", cpus, *server.argv(port, workers, self.scratch)]
         with log.open("wb") as out:
-            proc = subprocess.Popen(argv, cwd=HERE, env=env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, cwd=HERE, env=self.env(), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         launched = Launched(server, port, proc, log)
@@ -395,6 +450,102 @@ class Launcher:
         for launched in list(self.live):
             stop(launched)
             self.live.discard(launched)
+
+
+@contextlib.contextmanager
+def session(max_minutes: float, client_cpu: str, res: Results) -> Iterator[Launcher]:
+    """The frame of a run: this process pinned to the client core (so its own work
+    stays off the server's), SIGALRM raising TimeCap after max_minutes, a Launcher
+    in a fresh scratch dir. TimeCap or Ctrl-C ends the block with res.truncated set
+    (what was measured is still reported). On the way out the alarm is disarmed,
+    whatever is still running is stopped by PID and the scratch dir is removed."""
+    with contextlib.suppress(OSError, ValueError):
+        os.sched_setaffinity(0, {int(client_cpu)})
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeCap
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(max(1, int(max_minutes * 60)))
+    scratch = Path(tempfile.mkdtemp(prefix="forkwsgi-bench-"))
+    launcher = Launcher(scratch)
+    prog = Path(sys.argv[0]).name
+    try:
+        yield launcher
+    except TimeCap:
+        res.truncated = True
+        say(f"{prog}: hit --max-minutes {max_minutes:g}; reporting what was measured")
+    except KeyboardInterrupt:
+        res.truncated = True
+        say(f"{prog}: interrupted; reporting what was measured")
+    finally:
+        signal.alarm(0)
+        launcher.cleanup()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def src_fingerprint() -> str:
+    """A digest of the checkout's src/forkwsgi (to notice edits made during a run)."""
+    digest = hashlib.sha1()
+    for path in sorted((REPO / "src" / "forkwsgi").rglob("*.py")):
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def forkwsgi_source(rev: str | None, scratch: Path) -> tuple[list[Path], str]:
+    """Where the servers import forkwsgi from, as (PYTHONPATH entries, description).
+
+    rev None: the checkout's src/, whatever its state (PYTHONPATH=src, so an install
+    that is not editable still runs the current code). A git revision: src/ as it is
+    in that commit, exported into scratch with `git archive`, which reads the
+    repository and never touches the working tree or the index."""
+    if rev is None:
+        dirty = " with uncommitted changes" if _git("status", "--porcelain", "--", "src") else ""
+        return [REPO / "src"], f"working tree src/ at {_git('rev-parse', '--short', 'HEAD')}{dirty}"
+    sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    dest = scratch / f"src-{sha[:12]}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return [dest / "src"], f"src/ of {rev} = {sha[:12]} (git archive; the working tree unused)"
+
+
+def add_run_args(p: argparse.ArgumentParser, table: tuple[Server, ...],
+                 max_minutes: float) -> None:
+    """The flags mixed.py and body.py share."""
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (%(default)s)")
+    p.add_argument("--servers", default=",".join(s.name for s in table),
+                   help="comma-separated subset of: %(default)s")
+    p.add_argument("--rev", default=None, help="run forkwsgi from src/ of this git revision "
+                   "(exported to the scratch dir) instead of the working tree")
+    p.add_argument("--server-cpu", default="0")
+    p.add_argument("--client-cpu", default="1")
+    p.add_argument("--max-minutes", type=float, default=max_minutes,
+                   help="hard cap on the whole run (%(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="save the samples and meta here")
+
+
+def close_meta(meta: dict, started: float, fingerprint: str, rev: str | None) -> None:
+    """Record how long the run took, the load after it, and whether src/ changed under it."""
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    meta["loadavg_after"] = os.getloadavg()
+    meta["src_changed"] = rev is None and src_fingerprint() != fingerprint
+
+
+def publish(text: str, res: object, json_path: Path | None) -> int:
+    """Print the report, save res as JSON if asked; the exit status of the run."""
+    print(text)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(res.__dict__, indent=1, default=str))
+        say(f"saved {json_path}")
+    return 1 if res.failures or res.truncated else 0
 
 
 # --- wrk ----------------------------------------------------------------------
@@ -664,19 +815,42 @@ def throughput_medians(res: Results) -> dict[str, dict[str, float]]:
             for sc, by in res.throughput.items()}
 
 
-def report(res: Results, servers: list[Server], scenarios: list[Scenario]) -> str:
-    out = []
-    meds = throughput_medians(res)
-    meta = res.meta
-    out.append(f"## Results {meta['date']}\n")
-    out.append(f"`{meta['command']}` — {meta['cpu']}, {meta['cpus']} cores, Linux "
-               f"{meta['kernel']}, Python {meta['python']}; {meta['method']}. Load average "
-               f"{meta['loadavg_before'][0]:.2f} before, {meta['loadavg_after'][0]:.2f} after "
-               f"({meta['elapsed_s']:.0f} s).\n")
+def report_head(title: str, meta: dict) -> list[str]:
+    """A report's title and its line on the command, machine, method and load."""
+    source = f" forkwsgi: {meta['forkwsgi_source']}." if "forkwsgi_source" in meta else ""
+    out = [f"## {title} {meta['date']}\n",
+           f"`{meta['command']}` — {meta['cpu']}, {meta['cpus']} cores, Linux "
+           f"{meta['kernel']}, Python {meta['python']}; {meta['method']}.{source} Load average "
+           f"{meta['loadavg_before'][0]:.2f} before, {meta['loadavg_after'][0]:.2f} after "
+           f"({meta['elapsed_s']:.0f} s).\n"]
     busy = max(meta["loadavg_before"][0], meta["loadavg_after"][0])
     if busy > 1.0:
         out.append(f"**The machine was busy (load average up to {busy:.1f} on {meta['cpus']} "
                    "cores): other work shared the cores, so read these numbers as noisy.**\n")
+    if meta.get("src_changed"):
+        out.append("**src/forkwsgi changed while this ran: the forkwsgi figures may mix two "
+                   "versions of the code.**\n")
+    return out
+
+
+def report_foot(res: Results, servers: list[Server], extra: str = "") -> list[str]:
+    """The servers and versions, then what was skipped, failed or cut short."""
+    out = ["Servers: " + "; ".join(
+        f"{s.name} {res.meta['versions'].get(s.name, '')} ({s.note})".replace("  ", " ")
+        for s in servers) + extra + ".\n"]
+    if res.skipped:
+        out.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in res.skipped.items()) + ".\n")
+    if res.failures:
+        out.append("Failures:\n" + "\n".join(f"- {f.splitlines()[0]}" for f in res.failures)
+                   + "\n")
+    if res.truncated:
+        out.append("**The run hit --max-minutes; the tables hold what was measured.**\n")
+    return out
+
+
+def report(res: Results, servers: list[Server], scenarios: list[Scenario]) -> str:
+    meds = throughput_medians(res)
+    out = report_head("Results", res.meta)
     for sc in scenarios:
         by = meds.get(sc.name)
         if not by:
@@ -744,16 +918,7 @@ def report(res: Results, servers: list[Server], scenarios: list[Scenario]) -> st
                 if n / ok >= 0.005:
                     out.append(f"| {name} | {n / ok:.2f} |")
             out.append("")
-    out.append("Servers: " + "; ".join(
-        f"{s.name} {res.meta['versions'].get(s.name, '')} ({s.note})".replace("  ", " ")
-        for s in servers) + ".\n")
-    if res.skipped:
-        out.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in res.skipped.items()) + ".\n")
-    if res.failures:
-        out.append("Failures:\n" + "\n".join(f"- {f.splitlines()[0]}" for f in res.failures)
-                   + "\n")
-    if res.truncated:
-        out.append("**The run hit --max-minutes; the tables hold what was measured.**\n")
+    out += report_foot(res, servers)
     return "\n".join(out)
 
 
@@ -794,22 +959,31 @@ def chart(res: Results, scenarios: list[Scenario], path: Path) -> None:
     plt.close(fig)
 
 
-def collect_meta(args: argparse.Namespace, cfg: Config, servers: list[Server]) -> dict:
-    versions = {s.name: package_version(s.package) or "" for s in servers}
-    if "gunicorn-h1c" in versions:
-        versions["gunicorn-h1c"] = f"{package_version('gunicorn')} + h1c {versions['gunicorn-h1c']}"
+def machine_meta(servers: list[Server]) -> dict:
+    """The date, command, machine and server versions a report starts with."""
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "benchmarks/.venv/bin/python benchmarks/run.py " + " ".join(sys.argv[1:]),
+        "command": (f"benchmarks/.venv/bin/python benchmarks/{Path(sys.argv[0]).name} "
+                    + " ".join(sys.argv[1:])).strip(),
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "loadavg_before": os.getloadavg(),
-        "versions": versions,
+        "versions": {s.name: package_version(s.package) or "" for s in servers},
+    }
+
+
+def collect_meta(args: argparse.Namespace, cfg: Config, servers: list[Server]) -> dict:
+    meta = machine_meta(servers)
+    versions = meta["versions"]
+    if "gunicorn-h1c" in versions:
+        versions["gunicorn-h1c"] = f"{package_version('gunicorn')} + h1c {versions['gunicorn-h1c']}"
+    return {
+        **meta,
         "config": cfg.__dict__,
         "method": (f"{cfg.rounds} interleaved rounds × {cfg.seconds:g} s after a "
                    f"{cfg.warmup:g} s warm-up, wrk -t1 -c{cfg.connections} on core "
@@ -856,7 +1030,7 @@ def pick(names: str, table: tuple, what: str) -> list:
     by_name = {x.name: x for x in table}
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
-        sys.exit(f"run.py: unknown {what}: {', '.join(unknown)}")
+        sys.exit(f"{Path(sys.argv[0]).name}: unknown {what}: {', '.join(unknown)}")
     return [by_name[n] for n in wanted]
 
 
@@ -876,13 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
                  syscall_requests=500 if args.quick else 2000)
 
     res = Results()
-    servers = []
-    for server in pick(args.servers, SERVERS, "server"):
-        if reason := missing_reason(server):
-            res.skipped[server.name] = reason
-            say(f"skipping {server.name}: {reason}")
-        else:
-            servers.append(server)
+    servers = available(args.servers, SERVERS, res.skipped)
     contrast = [s for s in servers if s.name in args.contrast.split(",")]
     if "syscalls" in phases and not shutil.which("strace"):
         res.skipped["syscalls phase"] = "strace not found"
@@ -891,24 +1059,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # The runner's own work (readiness polls, probes, the syscall client) stays
     # off the server's core; servers and wrk get their cores from taskset.
-    with contextlib.suppress(OSError, ValueError):
-        os.sched_setaffinity(0, {int(args.client_cpu)})
-
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeCap
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.max_minutes * 60))
-    scratch = Path(tempfile.mkdtemp(prefix="forkwsgi-bench-"))
-    launcher = Launcher(scratch)
-    started = time.monotonic()
+    started, fingerprint = time.monotonic(), src_fingerprint()
     per_run = cfg.warmup + cfg.seconds + 1.5  # + launch, readiness and stop
     estimate = (len(servers) * len(scenarios) * cfg.rounds * per_run * ("throughput" in phases)
                 + 4 * cfg.rounds * per_run * ("scaling" in phases)
                 + len(contrast) * cfg.probes * 1.5 * ("newcomer" in phases))
-    say(f"estimated {estimate / 60:.0f} min (cap {args.max_minutes:g} min); "
-        f"scratch {scratch}")
-    try:
+    with session(args.max_minutes, args.client_cpu, res) as launcher:
+        say(f"estimated {estimate / 60:.0f} min (cap {args.max_minutes:g} min); "
+            f"scratch {launcher.scratch}")
         if "throughput" in phases:
             say(f"throughput: {len(servers)} servers × {len(scenarios)} scenarios × "
                 f"{cfg.rounds} rounds")
@@ -925,18 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
         if "syscalls" in phases:
             say("syscalls per request")
             phase_syscalls(launcher, contrast, cfg, res)
-    except TimeCap:
-        res.truncated = True
-        say(f"run.py: hit --max-minutes {args.max_minutes:g}; reporting what was measured")
-    except KeyboardInterrupt:
-        res.truncated = True
-        say("run.py: interrupted; reporting what was measured")
-    finally:
-        signal.alarm(0)
-        launcher.cleanup()
-        shutil.rmtree(scratch, ignore_errors=True)
-    res.meta["elapsed_s"] = round(time.monotonic() - started, 1)
-    res.meta["loadavg_after"] = os.getloadavg()
+    close_meta(res.meta, started, fingerprint, None)
 
     text = report(res, servers, scenarios)
     print(text)
