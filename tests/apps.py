@@ -215,3 +215,12 @@ def with_length(environ, start_response):
 def no_reason(environ, start_response):
     start_response("200", [("Content-Length", "2")])
     return [b"ok"]
+
+
+def meddler(environ, start_response):
+    """echo, then it scribbles on the environ it was given: no later request may see that."""
+    result = echo(environ, start_response)
+    environ["PATH_INFO"] = "/meddled"
+    environ["HTTP_HOST"] = "meddled"
+    environ["forkwsgi.test.meddled"] = True
+    return result

@@ -59,6 +59,41 @@ def test_pipelined_requests_are_answered_in_order(server):
         assert environ_of(reader.read())["PATH_INFO"] == "/last"
 
 
+def test_a_repeated_head_gets_a_fresh_environ_every_time(serve):
+    """A keep-alive client repeating its head skips the parse and the environ build: the
+    app must still get a fresh environ each time, untouched by what it did to the last."""
+    server = serve("tests.apps:meddler")
+    with server.connect() as sock:
+        reader = Reader(sock)
+        for _ in range(4):
+            sock.sendall(GET % b"/same?q=1")
+            env = environ_of(reader.read())
+            assert (env["PATH_INFO"], env["QUERY_STRING"], env["HTTP_HOST"]) == \
+                ("/same", "q=1", "test")
+            assert "forkwsgi.test.meddled" not in env
+
+
+def test_heads_that_change_between_repeats_are_parsed_again(server):
+    heads = [b"GET /a HTTP/1.1\r\nHost: one\r\n\r\n"] * 3 + [
+        b"GET /a HTTP/1.1\r\nHost: one\r\nX-More: 1\r\n\r\n",
+        b"GET /b HTTP/1.1\r\nHost: two\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: one\r\n\r\n",
+        b"\r\nGET /a HTTP/1.1\r\nHost: one\r\n\r\n",  # a leading empty line is ignored
+    ]
+    with server.connect() as sock:
+        reader = Reader(sock)
+        for raw in heads:
+            sock.sendall(raw)
+            env = environ_of(reader.read())
+            assert env["PATH_INFO"] == raw.split(b" ")[1].decode()
+            assert env["HTTP_HOST"] == raw.split(b"Host: ")[1].split(b"\r")[0].decode()
+            assert ("HTTP_X_MORE" in env) == (b"X-More" in raw)
+        # repeated heads pipelined in one send, with bodies that differ under the same head
+        post = b"POST /p HTTP/1.1\r\nHost: one\r\nContent-Length: 3\r\n\r\n"
+        sock.sendall(post + b"abc" + post + b"xyz" + post + b"123")
+        assert [environ_of(reader.read())["body"] for _ in range(3)] == ["abc", "xyz", "123"]
+
+
 def test_connection_close_from_the_client_is_honoured(server):
     with server.connect() as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

@@ -64,7 +64,8 @@ class Connection:
     """A client connection while the worker holds it."""
 
     __slots__ = ("sock", "fd", "state", "buf", "deadline", "environ", "trusted", "client",
-                 "listener", "head", "decoder", "spool", "body_size", "body_start", "received")
+                 "listener", "head", "decoder", "spool", "body_size", "body_start", "received",
+                 "last_raw", "last_head", "last_environ")
 
     def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
                  listener: int, state: int, deadline: float) -> None:
@@ -83,6 +84,14 @@ class Connection:
         self.body_size = 0  # APP: decoded size of a body received before the app
         self.body_start = 0.0
         self.received = 0  # BODY: bytes received on the wire, framing included
+        # The previous request head on this connection, as bytes and parsed: a keep-alive
+        # client often repeats its head exactly (pollers, health checks, load generators),
+        # and one comparison then stands in for the parse (a head is never mutated).
+        self.last_raw: bytes | None = None
+        self.last_head = None
+        # The dispatcher's environ for last_head, kept pristine once the head repeats
+        # (False: seen once; None: seen twice, keep the next one built).
+        self.last_environ: dict | bool | None = False
 
 
 class Connections:
@@ -184,18 +193,26 @@ class Connections:
     def head_data(self, conn: Connection, buf: bytes) -> None:
         """Serve every complete request in ``buf``; keep a partial head for later."""
         while buf:
-            try:
-                parsed = parse_head(buf, self.limits)
-            except HTTPError as error:
-                self.reject(conn, error)
-                return
-            if parsed is None:
-                if conn.state != HEAD:  # a new head has started
-                    conn.state = HEAD
-                    conn.deadline = time.monotonic() + self.header_timeout
-                conn.buf = buf
-                return
-            head, consumed = parsed
+            last = conn.last_raw
+            if last is not None and buf.startswith(last):
+                head = conn.last_head
+                consumed = len(last)
+            else:
+                try:
+                    parsed = parse_head(buf, self.limits)
+                except HTTPError as error:
+                    self.reject(conn, error)
+                    return
+                if parsed is None:
+                    if conn.state != HEAD:  # a new head has started
+                        conn.state = HEAD
+                        conn.deadline = time.monotonic() + self.header_timeout
+                    conn.buf = buf
+                    return
+                head, consumed = parsed
+                conn.last_raw = buf[:consumed]
+                conn.last_head = head
+                conn.last_environ = False  # the dispatcher keeps one once it repeats
             if self.buffering and (head.content_length or head.chunked):
                 buf = self.begin_body(conn, head, buf[consumed:])
             else:

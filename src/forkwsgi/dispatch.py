@@ -65,7 +65,17 @@ class Dispatcher:
         self.slot.busy(start, head.method, head.target, conn.client)
         sock = conn.sock
         has_body = head.content_length or head.chunked
-        environ = build_environ(head, conn.environ, conn.trusted)
+        cached = conn.last_environ
+        if cached and head is conn.last_head:
+            # The connection repeats its head, so the environ is the same (it depends on the
+            # head and the connection only): a copy of the pristine one kept from before.
+            environ = cached.copy()
+        else:
+            environ = build_environ(head, conn.environ, conn.trusted)
+            if cached is None and head is conn.last_head:  # its second time: keep one
+                conn.last_environ = environ.copy()
+            elif head is conn.last_head:
+                conn.last_environ = None  # first time: keep one if it comes again
         if received is not None:
             body = NO_BODY  # nothing left on the socket: drained by construction
             environ["wsgi.input"] = received
