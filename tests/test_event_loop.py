@@ -14,6 +14,7 @@ import json
 import random
 import re
 import resource
+import signal
 import socket
 import threading
 import time
@@ -106,7 +107,11 @@ def _settled_holders(server: Server, socks: list[socket.socket]) -> dict[int, in
 def _pid_reply(reply) -> dict[str, str]:
     """``pid=.. n=.. path=..`` from tests/loop_apps.py's ``pids`` app, as a dict."""
     assert reply.status == 200, reply
-    return dict(part.split("=", 1) for part in reply.body.decode().split())
+    return _pid_fields(reply.body.decode())
+
+
+def _pid_fields(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.split())
 
 
 def _worker_pids(server: Server, count: int) -> list[int]:
@@ -454,6 +459,46 @@ def test_pipelined_requests_on_a_connection_moved_to_a_free_worker_are_answered_
         _assert_nothing_more(b, readers[b])
     finally:
         _close_all(socks)
+
+
+@pytest.mark.timeout(90)
+def test_connections_moving_while_workers_recycle_and_reload_lose_no_request(serve):
+    """Handoff under --max-requests and HUP: keep-alive clients with one slow request in
+    four keep moving between workers that retire and are replaced; every request gets its
+    own answer, in order, and none fails."""
+    server = serve("tests.loop_apps:pids", "--max-requests", "15", "--log-level", "debug",
+                   workers=2)
+    failures: list[str] = []
+    pids: set[str] = set()
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=20)
+        for n in range(40):
+            path = "/slow?seconds=0.05&n=" if n % 4 == index % 4 else "/pid?n="
+            try:
+                conn.request("GET", f"{path}{index}-{n}")
+                response = conn.getresponse()
+                reply = _pid_fields(response.read().decode())
+                if reply["n"] != f"{index}-{n}":
+                    failures.append(f"asked {index}-{n}, answered {reply['n']}")
+                pids.add(reply["pid"])
+                if response.getheader("Connection") == "close":
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{index}-{n}: {exc!r}")
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: "moved" in server.log(), timeout=30, what="a first handoff")
+    server.signal(signal.SIGHUP)
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert len(pids) > 4  # workers recycled and reloaded under the clients
+    assert "handoff: took" in server.log()
 
 
 def test_a_partial_head_moves_with_the_bytes_already_received(serve, tmp_path):

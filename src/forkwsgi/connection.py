@@ -317,7 +317,8 @@ class Connections:
         conn.deadline = time.monotonic() + LINGER_SECONDS
 
     def close(self, conn: Connection) -> None:
-        self.conns.pop(conn.fd, None)
+        if self.conns.get(conn.fd) is conn:  # never another connection's, on a reused fd
+            del self.conns[conn.fd]
         self.release_body(conn)
         with contextlib.suppress(OSError):
             conn.sock.close()  # closing the fd also drops it from the epoll set
@@ -335,7 +336,10 @@ class Connections:
         """Deadlines and the body data rate; called once a tick."""
         min_rate = self.min_rate
         grace = self.rate_grace
-        for conn in list(self.conns.values()):
+        conns = self.conns
+        for conn in list(conns.values()):
+            if conns.get(conn.fd) is not conn:
+                continue  # closed or moved by an earlier turn of this loop (an app call)
             state = conn.state
             if state == BODY and min_rate:
                 elapsed = now - conn.body_start
@@ -347,9 +351,13 @@ class Connections:
             if conn.deadline > now:
                 continue
             if state != LINGER and pending_bytes(conn.sock):
-                # Its bytes are here, unread only because the app had the worker: read them
-                # on the next turn of the loop rather than time out a client that was on time.
+                # Its bytes are here, unread only because the app had the worker (or epoll
+                # never said so): read them now rather than time out a client that was on time.
                 conn.deadline = now + 1.0
+                if state == IDLE or state == HEAD:
+                    log.debug("connection from %s had unread bytes at its deadline",
+                              conn.client)
+                    self.readable(conn)
             elif state == HEAD:
                 self.reject(conn, RequestTimeout("no complete request head in time"))
             elif state == BODY:
@@ -424,7 +432,10 @@ class Connections:
         not retry. Connections with a head or body in progress keep their deadlines."""
         self.accepting = False
         self.stop_listening()
-        for conn in [c for c in self.conns.values() if c.state == IDLE]:
+        conns = self.conns
+        for conn in [c for c in conns.values() if c.state == IDLE]:
+            if conns.get(conn.fd) is not conn:
+                continue  # closed by an earlier turn of this loop
             try:
                 data = conn.sock.recv(RECV_SIZE)
             except BlockingIOError:
