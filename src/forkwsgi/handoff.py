@@ -163,6 +163,7 @@ class Handoff:
         if flags & socket.MSG_CTRUNC:
             log.warning("handoff: descriptors lost in transit (open-file limit?)")
         set_ = self.conns
+        adopted = []
         offset = 0
         for fd in fds:
             if offset + _RECORD.size > len(payload):
@@ -181,3 +182,10 @@ class Handoff:
                 continue
             conn = set_.add(sock, peer, index, state, deadline)
             conn.buf = buf
+            adopted.append(conn)
+        # They have waited longest (a busy worker held them, then the queue): serve what
+        # they sent before this worker's own newer requests, in the order they came.
+        conns = set_.conns
+        for conn in adopted:
+            if conns.get(conn.fd) is conn:  # not closed or moved on by an app call since
+                set_.readable(conn)
