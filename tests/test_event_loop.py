@@ -159,6 +159,20 @@ def _close_all(socks: list[socket.socket]) -> None:
             sock.close()
 
 
+@contextlib.contextmanager
+def _idle_connections(server: Server, count: int):
+    """``count`` silent connections to ``server`` (raising this process's own open-file
+    limit to fit); yields them and their client ports; closes them all on the way out."""
+    idle: list[socket.socket] = []
+    with _own_nofile(count + 512):
+        try:
+            for _ in range(count):
+                idle.append(server.connect(timeout=10))
+            yield idle, {sock.getsockname()[1] for sock in idle}
+        finally:
+            _close_all(idle)
+
+
 class _Trickle:
     """Sends one byte to each socket every ``interval`` seconds from a thread, until stopped
     or until the server closes that socket."""
@@ -342,22 +356,15 @@ def test_2000_idle_connections_do_not_lock_out_normal_requests(serve):
     """2000 silent connections fill both workers' default cap (1000 each): the workers shed
     the oldest of them, so real requests still get in."""
     server = serve("tests.loop_apps:pids", workers=2)
-    idle: list[socket.socket] = []
-    with _own_nofile(2000 + 512):
-        try:
-            for _ in range(2000):
-                idle.append(server.connect(timeout=10))
-            ports = {sock.getsockname()[1] for sock in idle}
-            wait_until(lambda: _handed_to_accept(server.port, ports)
-                       and _accept_queue(server.port) == 0, timeout=30,
-                       what="the workers to take every idle connection")
-            for index in range(3):
-                status, body = _plain_get(server, f"/pid?n={index}")
-                assert status == 200 and f"n={index}" in body.decode()
-                response = requests.get(f"{server.url}/pid?n=r{index}", timeout=5)
-                assert response.status_code == 200
-        finally:
-            _close_all(idle)
+    with _idle_connections(server, 2000) as (_idle, ports):
+        wait_until(lambda: _handed_to_accept(server.port, ports)
+                   and _accept_queue(server.port) == 0, timeout=30,
+                   what="the workers to take every idle connection")
+        for index in range(3):
+            status, body = _plain_get(server, f"/pid?n={index}")
+            assert status == 200 and f"n={index}" in body.decode()
+            response = requests.get(f"{server.url}/pid?n=r{index}", timeout=5)
+            assert response.status_code == 200
 
 
 # --- 5. descriptor limits -------------------------------------------------------------------------
@@ -374,22 +381,15 @@ def test_with_256_descriptors_600_idle_clients_neither_flood_the_log_nor_break_t
         serve):
     server = serve("tests.loop_apps:pids", workers=2, nofile=256)
     assert server.process.rlimit(psutil.RLIMIT_NOFILE) == (256, 256)  # the setup worked
-    idle: list[socket.socket] = []
-    with _own_nofile(600 + 512):
-        try:
-            for _ in range(600):
-                idle.append(server.connect(timeout=10))
-            ports = {sock.getsockname()[1] for sock in idle}
-            wait_until(lambda: _handed_to_accept(server.port, ports), timeout=30,
-                       what="the idle connections to reach the accept queue")
-            # Hold them for about 2 s, looking at the log all along: a worker that retries a
-            # failing accept() in a loop writes thousands of lines in that time.
-            for _ in range(20):
-                trouble = _fd_trouble_lines(server)
-                assert len(trouble) < 50, "log flood:\n" + "\n".join(trouble[:10])
-                time.sleep(0.1)
-        finally:
-            _close_all(idle)
+    with _idle_connections(server, 600) as (_idle, ports):
+        wait_until(lambda: _handed_to_accept(server.port, ports), timeout=30,
+                   what="the idle connections to reach the accept queue")
+        # Hold them for about 2 s, looking at the log all along: a worker that retries a
+        # failing accept() in a loop writes thousands of lines in that time.
+        for _ in range(20):
+            trouble = _fd_trouble_lines(server)
+            assert len(trouble) < 50, "log flood:\n" + "\n".join(trouble[:10])
+            time.sleep(0.1)
     status, body = _plain_get(server, "/pid?n=after", timeout=10)
     assert status == 200 and "n=after" in body.decode()
     assert len(_fd_trouble_lines(server)) < 50

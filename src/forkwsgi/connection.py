@@ -64,7 +64,7 @@ class Connection:
     """A client connection while the worker holds it."""
 
     __slots__ = ("sock", "fd", "state", "buf", "deadline", "environ", "trusted", "client",
-                 "listener", "head", "decoder", "spool", "body_size", "body_start", "received",
+                 "listener", "head", "decoder", "spool", "body_start", "received",
                  "last_raw", "last_head", "last_environ")
 
     def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
@@ -81,7 +81,6 @@ class Connection:
         self.head = None  # BODY: the request whose body is arriving
         self.decoder = None  # BODY: the protocol's decoder for that body's framing
         self.spool: BodySpool | None = None  # BODY and APP: where the body goes
-        self.body_size = 0  # APP: decoded size of a body received before the app
         self.body_start = 0.0
         self.received = 0  # BODY: bytes received on the wire, framing included
         # The previous request head on this connection, as bytes and parsed: a keep-alive
@@ -105,6 +104,8 @@ class Connections:
         self.limits = dispatcher.limits
         self.epoll = epoll
         self.bases = bases  # per listener: (listener, base environ)
+        self.listening = {listener.fileno(): index  # listener fd -> its index in bases
+                          for index, (listener, _) in enumerate(bases)}
         self.trusted_peers = trusted_peers
         self.forwarded = forwarded
         self.header_timeout = cfg.header_timeout or 3600.0
@@ -126,7 +127,7 @@ class Connections:
         self.accepting = True
         self.paused_until = 0.0  # out of descriptors: listeners rest until then
         self.last_fd_warning = -FD_WARNING_INTERVAL
-        self.registered = True  # the listeners are in the epoll set
+        self.registered = False  # the listeners are in the epoll set
 
     # --- arrivals ---------------------------------------------------------------------------
 
@@ -256,7 +257,6 @@ class Connections:
             return None
         head = conn.head
         conn.head = conn.decoder = None
-        conn.body_size = conn.spool.size
         return self.run(conn, head, decoder.unused, conn.spool.stream())
 
     def run(self, conn: Connection, head, buf: bytes, received) -> bytes | None:
@@ -408,19 +408,17 @@ class Connections:
     def stop_listening(self) -> None:
         if self.registered:
             self.registered = False
-            for fd in self.listener_fds():
+            for fd in self.listening:
                 with contextlib.suppress(OSError):
                     self.epoll.unregister(fd)
 
-    def listen_again(self, now: float) -> None:
-        """Called once a loop turn while not registered: resume when there is room."""
+    def listen(self, now: float) -> None:
+        """At start, and once a loop turn while not listening: (re)register the listeners
+        when there is room. EPOLLEXCLUSIVE: one sleeping worker is woken per newcomer."""
         if self.accepting and now >= self.paused_until and len(self.conns) < self.max:
             self.registered = True
-            for fd in self.listener_fds():
+            for fd in self.listening:
                 self.epoll.register(fd, _EPOLLIN | _EPOLLEXCLUSIVE)
-
-    def listener_fds(self) -> list[int]:
-        return [listener.sock.fileno() for listener, _ in self.bases]
 
     # --- leaving ----------------------------------------------------------------------------
 

@@ -57,9 +57,10 @@ class Dispatcher:
               ) -> tuple[int, bytes]:
         """Serve one request on ``conn``; ``(KEEP, CLOSE or LINGER, bytes after the body)``.
 
-        ``received``: the whole body, already received by the event loop (a file-like of
-        ``received_size`` bytes), with ``buffered`` the bytes after it; else ``buffered``
-        holds what came after the head and the app reads the body from the socket.
+        ``received``: the whole body, already received by the event loop into
+        ``conn.spool`` (a file-like), with ``buffered`` the bytes after it; else
+        ``buffered`` holds what came after the head and the app reads the body from the
+        socket.
         """
         start = time.monotonic()
         self.slot.busy(start, head.method, head.target, conn.client)
@@ -83,14 +84,14 @@ class Dispatcher:
                 # The body is whole, so its length is known: frameworks that read
                 # CONTENT_LENGTH bytes (Django, Falcon) get chunked uploads too. The
                 # transfer coding was hop-by-hop framing, undone here (as nginx does).
-                environ["CONTENT_LENGTH"] = str(conn.body_size)
+                environ["CONTENT_LENGTH"] = str(conn.spool.size)
                 environ.pop("HTTP_TRANSFER_ENCODING", None)
-        elif has_body:
-            body = RequestBody(sock, buffered, head.content_length, head.chunked,
-                               head.expect_continue, self.body_timeout, self.limits)
-            environ["wsgi.input"] = body
         else:
-            body = NO_BODY  # RFC 9112 section 6.3: no length, no chunking: no body
+            if has_body:
+                body = RequestBody(sock, buffered, head.content_length, head.chunked,
+                                   head.expect_continue, self.body_timeout, self.limits)
+            else:
+                body = NO_BODY  # RFC 9112 section 6.3: no length, no chunking: no body
             environ["wsgi.input"] = body
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",

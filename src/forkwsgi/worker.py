@@ -172,9 +172,8 @@ class Worker:
                            TrustedPeers(cfg.forwarded_allow_ips),
                            trusted_keys(cfg.forwarded_headers))
         conns = pool.conns
-        listening = {listener.fileno(): index for index, (listener, _) in enumerate(bases)}
-        for fd in listening:
-            epoll.register(fd, _EPOLLIN | _EPOLLEXCLUSIVE)
+        listening = pool.listening
+        pool.listen(0.0)
         epoll.register(self._wake_r, _EPOLLIN)
         handoff = None
         if self.handoff_pair is not None and cfg.handoff_after > 0 and cfg.workers > 1:
@@ -231,7 +230,7 @@ class Worker:
                     self.alive = False
                 pool.expire(now)
             if not pool.registered:
-                pool.listen_again(now)
+                pool.listen(now)
 
     def _reopen_logs(self) -> None:
         self.reopen_logs = False
