@@ -108,8 +108,17 @@ def bad_header(environ, start_response):
 
 
 def hop_by_hop(environ, start_response):
-    start_response("200 OK", [("Connection", "keep-alive"), ("Content-Length", "2")])
-    return [b"no"]
+    """Hop-by-hop fields PEP 3333 forbids: the server drops them and frames the body itself."""
+    start_response("200 OK", [("Connection", "keep-alive"), ("Keep-Alive", "timeout=99"),
+                              ("Transfer-Encoding", "chunked"), ("Upgrade", "h2c"),
+                              ("X-Kept", "yes")])
+    return [b"framed by the server"]
+
+
+def closes_connection(environ, start_response):
+    """An app that asks for the connection to close, as gunicorn lets it (Flask apps do)."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "Close")])
+    return [b"bye"]
 
 
 def fail_after_headers(environ, start_response):

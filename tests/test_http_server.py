@@ -7,6 +7,7 @@ headers, and the app-side contract (write(), close(), file_wrapper).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import shutil
 import socket
@@ -262,23 +263,80 @@ def test_debug_shows_the_traceback(serve):
     assert reply.status == 500 and b"RuntimeError: boom" in reply.body
 
 
-def test_failure_after_headers_closes_the_connection(serve):
+def read_until_cut(sock) -> tuple[bytes, bool]:
+    """Everything the server sent, and whether the connection ended in a reset."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        return data, True
+    return data, False
+
+
+@pytest.mark.parametrize("request_line", [b"GET / HTTP/1.1", b"GET / HTTP/1.0"])
+def test_failure_after_headers_resets_the_connection(serve, request_line):
+    # HTTP/1.0 without Content-Length is close-delimited: a clean close would pass the
+    # first part off as the whole body. The reset is how any client can tell.
     server = serve("tests.apps:fail_after_headers")
     pid = server.wait_workers(1)[0].pid
     with server.connect() as sock:
-        sock.sendall(GET % b"/")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    assert b"first part" in data
-    assert not data.endswith(b"0\r\n\r\n")  # the chunked body was cut, not ended
+        sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
+        data, reset = read_until_cut(sock)
+    assert reset
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert not data.endswith(b"0\r\n\r\n")  # a chunked body was cut, not ended
     server.wait_log("failed mid-body on purpose")
     assert [w.pid for w in server.workers()] == [pid]
 
 
-@pytest.mark.parametrize("app", ["bad_header", "hop_by_hop"])
-def test_invalid_response_headers_are_a_500(serve, app):
-    server = serve(f"tests.apps:{app}")
+def test_failure_after_headers_under_http_client_is_an_error(serve):
+    server = serve("tests.apps:fail_after_headers")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    assert response.status == 200
+    with pytest.raises((ConnectionResetError, http.client.IncompleteRead)):
+        response.read()
+    conn.close()
+
+
+def test_a_repeated_content_type_is_refused_before_the_app(serve):
+    server = serve("tests.apps:echo")
+    reply = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    assert reply.status == 400 and reply.header("Connection") == "close"
+    assert exchange(server, GET % b"/").status == 200  # the worker keeps serving
+
+
+def test_the_apps_connection_close_is_honoured(serve):
+    server = serve("tests.apps:closes_connection")
+    with server.connect() as sock:
+        sock.sendall(GET % b"/" + GET % b"/pipelined")
+        data, reset = read_until_cut(sock)
+    assert not reset
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert head.count(b"Connection:") == 1 and b"\r\nConnection: close" in head
+    assert body == b"bye"  # one response: the connection closed after it
+
+
+def test_other_hop_by_hop_headers_from_the_app_are_dropped(serve):
+    server = serve("tests.apps:hop_by_hop")
+    for _ in range(2):
+        reply = exchange(server, GET % b"/")
+        assert reply.status == 200 and reply.body == b"framed by the server"
+        assert reply.header("X-Kept") == "yes"
+        for name in ("Keep-Alive", "Upgrade"):
+            assert reply.header(name) is None
+        assert reply.header("Connection") is None  # kept alive: HTTP/1.1 needs no field
+    log = server.wait_log("hop-by-hop header")
+    assert log.count("hop-by-hop header 'Keep-Alive'") == 1  # once per name and worker
+
+
+def test_invalid_response_headers_are_a_500(serve):
+    server = serve("tests.apps:bad_header")
     reply = exchange(server, GET % b"/")
     assert reply.status == 500
     assert b"Set-Cookie: stolen" not in reply.raw_head

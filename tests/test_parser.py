@@ -72,6 +72,22 @@ def test_only_empty_lines_want_more() -> None:
     assert parse_head(b"\r\n\r") is None
 
 
+@pytest.mark.parametrize("name", ["Content-Type", "content-type", "Authorization", "Range",
+                                  "If-Modified-Since", "User-Agent", "Referer", "Origin"])
+def test_a_repeated_singleton_field_is_400(name: str) -> None:
+    # Joined with a comma, two Content-Types would be read differently by two parsers.
+    raw = (b"POST / HTTP/1.1\r\nHost: h\r\n%s: a\r\nAccept: */*\r\n%s: b\r\n"
+           b"Content-Length: 0\r\n\r\n") % (name.encode(), name.title().encode())
+    assert status_of(raw) == 400
+
+
+def test_repeated_list_fields_are_kept_in_order() -> None:
+    head, _ = parse_head(b"GET / HTTP/1.1\r\nHost: h\r\nAccept: a\r\nX-Y: 1\r\n"
+                         b"Accept: b\r\nCache-Control: no-cache\r\nCache-Control: max-age=0"
+                         b"\r\n\r\n")
+    assert [value for name, value in head.headers if name == "Accept"] == ["a", "b"]
+
+
 def test_content_length_and_chunked_are_exclusive() -> None:
     head, _ = parse_head(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert head.chunked and head.content_length is None

@@ -4,7 +4,8 @@
     HEAD     the rest of a request head  BODY (a body to receive), APP, LINGER (bad head, 408)
     BODY     the rest of the body        APP (body whole), LINGER (bad framing, 413, 408)
     APP      the app (the one blocking   IDLE (kept alive), HEAD (a pipelined head is
-             call in the worker)           partly here), LINGER, closed
+             call in the worker)           partly here), LINGER, closed (reset when the
+                                           app failed mid-response)
     IDLE     the next request            HEAD (its first bytes), closed (keep-alive timeout)
     LINGER   the client's last bytes,    closed (end of file, or LINGER_SECONDS)
              read and dropped
@@ -33,10 +34,11 @@ import errno
 import logging
 import select
 import socket
+import struct
 import threading
 import time
 
-from forkwsgi.dispatch import CLOSE, KEEP
+from forkwsgi.dispatch import ABORT, CLOSE, KEEP
 from forkwsgi.environ import connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import body_decoder, parse_head
@@ -50,6 +52,7 @@ STATE_NAMES = ("head", "body", "app", "idle", "linger")
 
 RECV_SIZE = 16384  # a request head (and what is pipelined behind it)
 BODY_RECV_SIZE = 65536  # a body being received: larger reads, fewer wake-ups
+_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}: close sends RST
 LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and dropped
 RETIRE_GRACE = 1.0  # a leaving worker's idle keep-alive connections: time for a last request
 ACCEPT_PAUSE = 1.0  # out of descriptors: seconds before the listeners are polled again
@@ -287,6 +290,8 @@ class Connections:
             return rest
         if after is CLOSE:
             self.close(conn)
+        elif after is ABORT:
+            self.abort(conn)
         else:  # LINGER, or a worker leaving: the next request may be on its way
             self.linger(conn)
         return None
@@ -315,6 +320,14 @@ class Connections:
         conn.state = LINGER
         conn.buf = b""
         conn.deadline = time.monotonic() + LINGER_SECONDS
+
+    def abort(self, conn: Connection) -> None:
+        """Close with a RST (SO_LINGER 0): the app failed after its response began. A
+        clean close would end a close-delimited body as if it were whole; a reset is the
+        one signal every client reads as "the response was cut" (RFC 9112 section 8)."""
+        with contextlib.suppress(OSError):
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.close(conn)
 
     def close(self, conn: Connection) -> None:
         if self.conns.get(conn.fd) is conn:  # never another connection's, on a reused fd

@@ -33,6 +33,7 @@ _ERROR_500 = (b"HTTP/1.1 500 Internal Server Error\r\n%s"
 
 # What the worker does with the connection after a request.
 KEEP, CLOSE, LINGER = 1, 0, 2  # LINGER: close, but read and drop the client's bytes first
+ABORT = 3  # reset: the response started but failed, and the client must be able to tell
 
 
 class Dispatcher:
@@ -98,6 +99,7 @@ class Dispatcher:
                             head.keep_alive and self.keep_alive,
                             self.server_header, body, self.worker)
         keep = True
+        aborted = False
         try:
             if self.pre_request is not None:
                 self.pre_request(self.worker, environ)
@@ -114,6 +116,7 @@ class Dispatcher:
                 response.status = f"{error.status} {error.reason}"
         except Exception:
             keep = False
+            aborted = response.head_sent
             self._app_failed(environ, response, sys.exc_info())
         if keep:
             keep = response.keep_alive and response.complete and body.drain()
@@ -128,6 +131,8 @@ class Dispatcher:
             self.access(environ, status, response.headers, response.sent,
                         time.monotonic() - start)
         rest = buffered if body is NO_BODY else body.leftover
+        if aborted:
+            return ABORT, b""
         if not keep:
             # Closing with the client's bytes unread makes the kernel send a RST, which can
             # destroy the end of our response in the client's buffers (RFC 9112 section
@@ -167,7 +172,7 @@ class Dispatcher:
         log.error("Error handling request %s %s: the application %s",
                   environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), kind, exc_info=exc_info)
         if response.head_sent:
-            return  # too late for a 500: closing the connection tells the client it's cut
+            return  # too late for a 500: the connection is reset, so the client sees the cut
         text = "".join(traceback.format_exception(*exc_info)) if self.debug \
             else "Internal Server Error\n"
         payload = text.encode("utf-8", "replace")

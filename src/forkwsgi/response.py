@@ -1,10 +1,16 @@
 """The response side of PEP 3333: start_response, write(), framing, sendfile.
 
 Owns: validating what the app hands us (status, header names and values,
-no hop-by-hop fields, no 1xx: it is not a final status), choosing the
-framing (Content-Length when known, chunked on HTTP/1.1 otherwise,
-close-delimited on HTTP/1.0; no body for HEAD, 204 and 304), adding
-Date/Server/Connection, and writing the head and a small body in one send.
+no 1xx: it is not a final status), choosing the framing (Content-Length
+when known, chunked on HTTP/1.1 otherwise, close-delimited on HTTP/1.0; no
+body for HEAD, 204 and 304), adding Date/Server/Connection, and writing the
+head and a small body in one send.
+
+Hop-by-hop fields from the app (PEP 3333 forbids them) are handled as
+gunicorn does, so migrated apps keep working: ``Connection: close`` is
+honoured (sent, and the connection closes after this response); every other
+hop-by-hop field is dropped, with one warning per field name and process,
+because the framing and the connection are the server's (docs/http.md).
 
 Must never: read the request, call the application, or send anything the
 app wrote with CR/LF in a header (that is response splitting: a 500).
@@ -12,6 +18,7 @@ app wrote with CR/LF in a header (that is response splitting: a 500).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -26,9 +33,13 @@ _TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _VALUES = re.compile(r"[\t\x20-\x7e\x80-\xff]*").fullmatch
 _STATUS = re.compile(r"[1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?").fullmatch
 # RFC 9110 section 7.6.1: connection-specific fields belong to the server, not the app.
+# PEP 3333's list (RFC 2616's), as gunicorn's: the same fields are dropped by both.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "transfer-encoding", "upgrade"})
+_warned_hop_by_hop: set[str] = set()
 _SMALL_BODY = 16384  # below this, joining head and body beats a gather-write
+
+log = logging.getLogger("forkwsgi.error")
 
 _date = [0, b""]
 
@@ -49,7 +60,8 @@ _HEAD_CACHE_SIZE = 512
 def app_head(status: str, headers: list) -> tuple[bytes, int, int | None, bytes]:
     """``(status line + app headers as bytes, status code, app's Content-Length,
     server_fields)``; ``server_fields`` says which of Date and Server the app set itself
-    (RFC 9110 section 5.3: each may appear once, so then we add none of our own).
+    (RFC 9110 section 5.3: each may appear once, so then we add none of our own), as
+    ``b"d"`` and ``b"s"``, and ``b"c"`` when the app asked for ``Connection: close``.
 
     Validation is the costly part of a small response, and most apps send the
     same few heads again and again, so validated heads are kept in a small
@@ -93,8 +105,14 @@ def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | No
                 raise AppError(f"invalid Content-Length {value!r} from the app")
             length = int(value)
         elif lower in HOP_BY_HOP:
-            raise AppError(f"hop-by-hop header {name!r} is the server's to set "
-                           "(PEP 3333, RFC 9110 section 7.6.1)")
+            if lower == "connection" and "close" in {
+                    option.strip(" \t").lower() for option in values[index].split(",")}:
+                own += b"c"
+            elif lower not in _warned_hop_by_hop:
+                _warned_hop_by_hop.add(lower)
+                log.warning("the app sent the hop-by-hop header %r: dropped, the server "
+                            "frames the response and owns the connection (PEP 3333); "
+                            "this warning is not repeated", name)
     code = int(status[:3])
     if code < 200:
         # A 1xx is interim (RFC 9110 section 15.2): the client would wait for a final
@@ -110,7 +128,8 @@ def _validate_app_head(status: str, headers: list) -> tuple[bytes, int, int | No
     # RFC 9112 section 4: status-line = HTTP-version SP status-code SP [ reason-phrase ];
     # the second SP stays when the app gave no reason.
     lines = [f"HTTP/1.1 {status}\r\n" if len(status) > 3 else f"HTTP/1.1 {status} \r\n"]
-    lines.extend([f"{name}: {value}\r\n" for name, value in headers])
+    lines.extend([f"{name}: {value}\r\n" for name, value in headers
+                  if name.lower() not in HOP_BY_HOP])
     return "".join(lines).encode("latin-1"), code, length, own
 
 
@@ -238,7 +257,8 @@ class Response:
         else:
             self.keep_alive = False  # HTTP/1.0 and unknown length: the close ends the body
         if self.keep_alive and (self.owner is not None and not self.owner.alive
-                                or self.body is not None and not self.body.can_drain()):
+                                or self.body is not None and not self.body.can_drain()
+                                or b"c" in own):
             self.keep_alive = False
         if not self.keep_alive:
             extra += b"Connection: close\r\n"

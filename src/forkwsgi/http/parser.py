@@ -158,6 +158,8 @@ def parse_head(buf: bytes | bytearray, limits: Limits = _DEFAULT_LIMITS
         # loop over every field.
         lowered = list(map(_lower, map(_name, headers)))
         framing = _FRAMING.intersection(lowered)
+        if len(lowered) > 1 and len(set(lowered)) != len(lowered):
+            _check_singletons(lowered)
 
     http11 = version == _HTTP11
     # RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request) status code to
@@ -240,6 +242,25 @@ def parse_head(buf: bytes | bytearray, limits: Limits = _DEFAULT_LIMITS
 
     return RequestHead(method, target, path, query, version, headers, host, content_length,
                        chunked, keep_alive, expect_continue), end + 4
+
+
+# Request fields whose grammar is one value, not a list (RFC 9110 and the specs they
+# cite): two lines of one of them would be joined with a comma into a value no parser
+# reads the same way (which Content-Type governs the body?). Host and Content-Length
+# have their own checks, with their own messages, below.
+SINGLETONS = frozenset((
+    "authorization", "content-location", "content-range", "content-type", "date", "from",
+    "if-modified-since", "if-range", "if-unmodified-since", "max-forwards", "origin",
+    "proxy-authorization", "range", "referer", "user-agent",
+))
+
+
+def _check_singletons(lowered: list[str]) -> None:
+    seen: set[str] = set()
+    for name in lowered:
+        if name in seen and name in SINGLETONS:
+            raise BadRequest(f"more than one {name} field")
+        seen.add(name)
 
 
 def _all_values(headers: list[tuple[str, str]], lowered: list[str], name: str,
