@@ -235,6 +235,35 @@ def test_hup_under_load_fails_nothing(serve):
     assert server.process.is_running()
 
 
+def test_a_burst_of_hups_starts_one_generation_at_a_time(serve):
+    server = serve("tests.apps:pid", workers=2)
+    before = {w.pid for w in server.wait_workers(2)}
+    peak = 0
+
+    def count() -> list:
+        nonlocal peak
+        workers = server.workers()
+        peak = max(peak, len(workers))
+        return workers
+
+    with load(server, threads=2) as tally:
+        for _ in range(10):
+            server.signal(signal.SIGHUP)
+            time.sleep(0.01)  # spaced so the arbiter wakes for each: a burst, not a batch
+            count()
+        wait_until(lambda: len(w := count()) == 2 and not {p.pid for p in w} & before,
+                   what="one generation of two new workers")
+        start = tally["ok"]
+        wait_until(lambda: tally["ok"] >= start + 20, what="requests after the reloads")
+    # Before: every HUP forked a generation beside the others (22 processes for -w 2).
+    # Now the old generation serves while at most one new one boots (plus workers being
+    # killed, reaped at the arbiter's next wake-up).
+    assert peak <= 6, peak
+    assert tally["failed"] == []
+    assert "restarting it" in server.log()
+    assert server.process.is_running()
+
+
 def test_usr2_then_term_old_arbiter_fails_nothing(serve, tmp_path):
     pid_path = tmp_path / "forkwsgi.pid"
     server = serve("tests.apps:pid", "-p", str(pid_path), "--graceful-timeout", "10", workers=2)

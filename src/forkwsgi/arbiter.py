@@ -181,7 +181,12 @@ class Arbiter:
 
     def loop(self) -> None:
         while True:
-            for signum in self.sleep(self.sleep_time()):
+            signals = self.sleep(self.sleep_time())
+            if signals.count(signal.SIGHUP) > 1:
+                # HUPs that arrive together are one reload: each would re-read the same config.
+                first = signals.index(signal.SIGHUP)
+                signals = [s for i, s in enumerate(signals) if s != signal.SIGHUP or i == first]
+            for signum in signals:
                 handler = getattr(self, "handle_" + SIG_NAMES.get(signum, "unknown"), None)
                 if handler is not None:
                     handler()
@@ -241,6 +246,8 @@ class Arbiter:
         """Reload the config, spawn a new generation; the old one retires once it is up."""
         if self.ignored_while_stopping("HUP"):
             return
+        if self.pending_generation is not None:
+            self.abandon_generation(self.pending_generation)
         log.info("Hang up: reloading")
         if self.reload_config is not None:
             try:
@@ -258,6 +265,23 @@ class Arbiter:
         self.generation += 1
         self.pending_generation = self.generation
         self.manage_workers()
+
+    def abandon_generation(self, generation: int) -> None:
+        """A HUP while a generation boots restarts it, rather than starting another beside
+        it: at most one generation is ever starting. Its workers still booting are killed
+        (they have served nothing); those already up finish their requests and go."""
+        log.info("Hang up while generation %s was starting: restarting it", generation)
+        now = time.monotonic()
+        for info in list(self.workers.values()):
+            if info.generation != generation or info.retire_by is not None \
+                    or info.kill_at is not None:
+                continue
+            if self.board.state(info.slot) in (scoreboard.IDLE, scoreboard.BUSY):
+                self.retire(info)
+            else:
+                self.kill_worker(info.pid, signal.SIGKILL)
+                info.kill_at = now + QUICK_GRACE
+        self.pending_generation = None
 
     def apply_config(self, cfg) -> None:
         """Make a reloaded config current: environment, logs, import path."""
