@@ -1,19 +1,23 @@
-"""Access log formatting (pure functions) and the file writer."""
+"""Access log formatting (pure functions), lines cut to one atomic write, and the writer."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import select
 from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forkwsgi import accesslog, logs
-from forkwsgi.accesslog import check_format, compile_format, escape, make_access_logger
+from forkwsgi import accesslog, logformat, logs
+from forkwsgi.accesslog import compile_format, escape, make_access_logger
+from forkwsgi.logformat import check_format
 from forkwsgi.settings import BY_NAME
+
+from .test_logs import piped_server, read_lines_slowly, run_clients
 
 DEFAULT_FORMAT = BY_NAME["access_logformat"].default
 
@@ -108,8 +112,8 @@ def test_bad_formats_fail_at_configuration_time(fmt, message):
 
 def test_the_format_is_parsed_once(monkeypatch):
     format_line = compile_format(DEFAULT_FORMAT)
-    monkeypatch.setattr(accesslog, "_TOKEN", None)  # any per-request parsing would now fail
-    monkeypatch.setattr(accesslog, "_parse", None)
+    monkeypatch.setattr(logformat, "_TOKEN", None)  # any per-request parsing would now fail
+    monkeypatch.setattr(logformat, "parse", None)
     assert format_line(environ(), "200 OK", [], 1, 0.1).startswith("192.0.2.7")
 
 
@@ -193,6 +197,129 @@ def test_json_escapes_everything_a_client_sends():
     text = line("json", environ(HTTP_USER_AGENT="a\nb\u2028\"c\xe9"))
     assert text.isascii() and "\n" not in text and "\u2028" not in text
     assert json.loads(text)["user_agent"] == "a\nb\u2028\"c\xe9"
+
+
+# --- one line, one atomic write --------------------------------------------------------------
+
+PIPE_BUF = select.PIPE_BUF
+CUT = re.compile(r"(.*)\.\.\.\[cut (\d+) bytes\]", re.DOTALL)
+
+
+def field(text: str, name: str) -> str:
+    """The value of quoted field ``name`` in a default-format line."""
+    quoted = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
+    return quoted[{"r": 0, "f": 1, "a": 2}[name]]
+
+
+def uncut(value: str, whole: str) -> None:
+    """``value`` is ``whole`` cut: a head of it, and the count of the bytes missing."""
+    kept, count = CUT.fullmatch(value).groups()
+    assert whole.startswith(kept) and len(whole.encode()) - len(kept.encode()) == int(count)
+
+
+def test_a_line_that_fits_is_not_touched():
+    fits = "u" * (PIPE_BUF - 1 - len(line(DEFAULT_FORMAT, environ(HTTP_USER_AGENT=""))) + 1)
+    text = line(DEFAULT_FORMAT, environ(HTTP_USER_AGENT=fits))
+    assert len(text) == PIPE_BUF - 1 and field(text, "a") == fits  # with "\n": PIPE_BUF
+    over = line(DEFAULT_FORMAT, environ(HTTP_USER_AGENT=fits + "u"))
+    assert len(over) < PIPE_BUF
+    uncut(field(over, "a"), fits + "u")
+
+
+def test_the_longest_client_fields_are_cut_the_rest_kept():
+    agent, referer = "A" * 8000, "R" * 3000
+    env = environ(HTTP_USER_AGENT=agent, HTTP_REFERER=referer, RAW_URI="/u" * 300)
+    text = line(DEFAULT_FORMAT, env, status="503 Service Unavailable")
+    assert len(text) < PIPE_BUF
+    assert re.match(r'192\.0\.2\.7 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "', text)
+    assert '" 503 13 "' in text
+    uncut(field(text, "a"), agent)
+    uncut(field(text, "f"), referer)
+    assert field(text, "r") == f"GET {'/u' * 300} HTTP/1.1"  # below the cut level
+    assert len(field(text, "a")) == len(field(text, "f"))  # cut to one level
+
+
+def test_numbers_time_status_and_pid_are_never_cut():
+    fmt = "%(t)s|%(s)s|%(p)s|%(B)s|%(D)s|%({X-Big}i)s|%(a)s|%({X-Big}i)s"
+    big = "b" * 3000
+    text = line(fmt, environ(HTTP_X_BIG=big, HTTP_USER_AGENT="c" * 3000))
+    stamp, status, pid, length, micros, first, agent, second = text.split("|")
+    assert (status, pid, length, micros) == ("200", f"<{os.getpid()}>", "13", "12345")
+    assert len(text) < PIPE_BUF and re.fullmatch(r"\[.*", stamp)
+    for value, whole in ((first, big), (agent, "c" * 3000), (second, big)):
+        uncut(value, whole)
+
+
+@pytest.mark.parametrize("shift", range(4))
+def test_a_cut_never_splits_an_escape(shift):
+    agent = "a" * shift + '\x01"\\' * 3000  # escaped: \x01 \" \\
+    value = field(line(DEFAULT_FORMAT, environ(HTTP_USER_AGENT=agent)), "a")
+    kept, _ = CUT.fullmatch(value).groups()
+    assert re.fullmatch(r"a*(?:\\x01\\\"\\\\)*(?:\\x01|\\x01\\\")?", kept)
+    uncut(value, escape(agent))
+
+
+def test_a_format_too_long_by_itself_is_cut_at_the_end():
+    text = line("%(s)s " + "x" * 5000 + " %(a)s")
+    assert text.startswith("200 xxx") and len(text) < PIPE_BUF
+    uncut(text, "200 " + "x" * 5000 + " curl/8.0")
+
+
+def test_non_ascii_format_text_counts_in_bytes():
+    text = line("%(a)s \u20ac" + "\xe9" * 2100)  # 4203 bytes of UTF-8 but 2101 characters
+    assert len(text.encode()) < PIPE_BUF
+    uncut(text, "curl/8.0 \u20ac" + "\xe9" * 2100)
+
+
+def test_json_stays_valid_json_when_cut():
+    agent = ("\U0001f600\n\"\\\xe9" + "x" * 13) * 600
+    env = environ(HTTP_USER_AGENT=agent, RAW_URI="/" + "u" * 5000, HTTP_REFERER="r" * 100)
+    text = line("json", env)
+    assert len(text) < PIPE_BUF and text.isascii()
+    record = json.loads(text)
+    assert record["status"] == 200 and record["pid"] == os.getpid() and record["bytes"] == 13
+    assert record["referer"] == "r" * 100 and record["method"] == "GET"
+    for key, whole in (("user_agent", agent), ("uri", "/" + "u" * 5000)):
+        kept, count = CUT.fullmatch(record[key]).groups()
+        assert whole.startswith(kept)
+        kept.encode("utf-8")  # no half of a surrogate pair
+        encoded = json.dumps(whole)[1:-1]
+        assert int(count) == len(encoded) - len(json.dumps(kept)[1:-1])
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(min_value=0, max_value=3000))
+def test_any_line_fits_and_json_parses(piece, extra):
+    agent = piece * (6000 // len(piece) + 1)  # long, and cut wherever its escapes fall
+    env = environ(HTTP_USER_AGENT=agent, RAW_URI="/" + "p" * extra)
+    assert len(line(DEFAULT_FORMAT, env).encode()) < PIPE_BUF
+    text = line("json", env)
+    assert len(text) < PIPE_BUF and json.loads(text)["status"] == 200
+
+
+FORGED = '127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /forged HTTP/1.1" 200 0 "-" "x"'
+ACCESS_LINE = re.compile(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+                         r'"GET /(\d+) HTTP/1\.1" 200 \d+ "-" "Mozilla/5\.0 (A+)\.\.\.\[cut \d+ bytes\]"')
+
+
+@pytest.mark.process
+def test_workers_sharing_a_slow_pipe_write_whole_lines_no_forgery(tmp_path):
+    # A User-Agent of ~8 KB whose text at byte 4096 would look like a line of its own.
+    agent = "Mozilla/5.0 " + "A" * (4096 - 12) + FORGED + "B" * 3800
+    with piped_server(tmp_path, "forkwsgi.examples.hello:app", "--access-logfile", "-",
+                      stream="stdout") as (server, fd):
+        requests = [f"GET /{i} HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\n"
+                    f"Connection: close\r\n\r\n".encode() for i in range(32)]
+        join = run_clients(server, requests)
+        lines = read_lines_slowly(fd, lambda lines: len(lines) >= len(requests))
+        join()
+    assert len(lines) == len(requests)
+    paths = []
+    for text in lines:
+        match = ACCESS_LINE.fullmatch(text)
+        assert match, text[:300]
+        assert len(text) < PIPE_BUF and "forged" not in text
+        paths.append(int(match.group(1)))
+    assert sorted(paths) == list(range(len(requests)))
 
 
 # --- the writer ------------------------------------------------------------------------------

@@ -802,6 +802,17 @@ def test_bad_request_gets_400_and_the_worker_keeps_serving(server):
     assert environ_of(exchange(server, GET % b"/")).get("PATH_INFO") == "/"
 
 
+def test_rejected_requests_are_logged_at_the_default_level_without_flooding(server):
+    exchange(server, b"GET / HTTP/1.1\r\n\r\n")  # no Host
+    log = server.wait_log("rejected a request from 127.0.0.1")
+    assert "[INFO]" in log and "400 HTTP/1.1 request without Host" in log
+    for _ in range(200):
+        exchange(server, b"GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n")
+    exchange(server, GET % b"/")
+    # One line a second at most: 200 bad requests do not make 200 lines.
+    assert server.log().count("rejected a request") < 100
+
+
 def test_a_retiring_worker_says_close_on_its_last_response(serve):
     server = serve("tests.apps:hello", "--max-requests", "3")
     with server.connect() as sock:

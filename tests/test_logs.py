@@ -1,11 +1,22 @@
-"""The error log: format, files, reopen on SIGUSR1, --log-config, and fork."""
+"""The error log: format, files, whole lines through a pipe, no forged records,
+reopen on SIGUSR1, --log-config, fork; and the package's import graph."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import logging
 import os
 import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +24,8 @@ import pytest
 from forkwsgi import logs
 from forkwsgi.accesslog import make_access_logger
 from forkwsgi.settings import SettingError
+
+from .conftest import FORKWSGI, REPO, Server, free_port, wait_until
 
 LINE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[(\d+)\] \[([A-Z]+)\] (.*)")
 
@@ -243,3 +256,313 @@ def test_hup_reloads_the_config_file(serve, tmp_path):
         return bool(titles) and all("[after]" in title for title in titles)
 
     wait_until(renamed, timeout=45, what="workers of the reloaded config")
+
+
+# --- whole lines, never forged ---------------------------------------------------------------
+
+
+def test_cut_leaves_text_that_fits_alone():
+    assert logs.cut("x" * 100, 100) == "x" * 100
+    assert logs.cut("\xe9" * 50, 100) == "\xe9" * 50  # 100 bytes of UTF-8
+
+
+def test_cut_marks_how_much_it_left_out():
+    text = logs.cut("x" * 10_000, 4095)
+    kept = text.partition(".")[0]
+    assert text == kept + f"...[cut {10_000 - len(kept)} bytes]"
+    assert 4000 < len(text) <= 4095
+
+
+@pytest.mark.parametrize("shift", range(12))
+def test_cut_never_splits_a_character_or_an_escape(shift):
+    text = "a" * shift + "\\x0a\\\\\\\"\\u00e9\u20ac\\ud83d\\ude00" * 20
+    data = text.encode()
+    for limit in range(40, len(data), 3):
+        result = logs.cut(text, limit)
+        assert len(result.encode()) <= limit
+        kept, _, count = result.rpartition("...[cut ")
+        assert text.startswith(kept) and count == f"{len(data) - len(kept.encode())} bytes]"
+        # what is kept is whole escapes (and whole surrogate pairs) and whole characters
+        assert re.fullmatch(r"(?:[^\\]|\\x[0-9a-f]{2}|\\\\|\\\"|\\u00e9|\\ud83d\\ude00)*", kept)
+
+
+def seqpacket_log_file() -> tuple[logs.LogFile, socket.socket, socket.socket]:
+    """A LogFile whose every write(2) arrives as one message: write boundaries made visible."""
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    right.setblocking(False)
+    return logs.LogFile("-", left.fileno()), left, right
+
+
+def writes(sock: socket.socket) -> list[bytes]:
+    messages = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            messages.append(sock.recv(1 << 20))
+    return messages
+
+
+def error_handler(log_file: logs.LogFile) -> logs.LogFileHandler:
+    handler = logs.LogFileHandler(log_file)
+    handler.setFormatter(logging.Formatter(logs.ERROR_FORMAT, logs.DATE_FORMAT))
+    return handler
+
+
+def record_with_traceback(message: str, lines: int) -> logging.LogRecord:
+    try:
+        raise RuntimeError("\n".join(f"detail {i:03d} " + "." * 60 for i in range(lines)))
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    return logging.getLogger(logs.ERROR_LOGGER).makeRecord(
+        logs.ERROR_LOGGER, logging.ERROR, __file__, 1, message, (), exc_info)
+
+
+def test_a_long_traceback_is_written_as_whole_lines_each_write_atomic():
+    log_file, left, right = seqpacket_log_file()
+    with left, right:
+        handler = error_handler(log_file)
+        record = record_with_traceback("Error handling request GET /", 200)
+        handler.emit(record)
+        messages = writes(right)
+    assert len(messages) > 3
+    assert all(len(m) <= select.PIPE_BUF and m.endswith(b"\n") for m in messages)
+    assert b"".join(messages).decode() == handler.format(record) + "\n"
+
+
+def test_one_line_longer_than_pipe_buf_is_cut():
+    log_file, left, right = seqpacket_log_file()
+    with left, right:
+        error_handler(log_file).emit(logging.LogRecord(
+            logs.ERROR_LOGGER, logging.INFO, __file__, 1, "x" * 10_000, (), None))
+        [message] = writes(right)
+    assert len(message) <= select.PIPE_BUF and message.endswith(b"\n")
+    match = LINE.fullmatch(message.decode()[:-1])
+    kept, count = re.fullmatch(r"(x+)\.\.\.\[cut (\d+) bytes\]", match.group(3)).groups()
+    assert len(kept) + int(count) == 10_000
+
+
+def test_client_text_cannot_start_a_line_in_the_error_log(tmp_path):
+    path = tmp_path / "error.log"
+    logger = logs.setup_error_log(cfg(error_logfile=str(path)))
+    forged = "/x\r\n[2026-01-01 00:00:00 +0000] [1] [INFO] forged\u2028\x85\x1b[2J"
+    logger.info("rejected a request for %s", forged)
+    try:
+        raise ValueError("the app's own\nmultiline message")
+    except ValueError:
+        logger.exception("Error handling request GET %s", forged)
+    lines = path.read_text().splitlines()
+    escaped = "/x\\x0d\\x0a[2026-01-01 00:00:00 +0000] [1] [INFO] forged\\u2028\\x85\\x1b[2J"
+    assert LINE.fullmatch(lines[0]).group(3) == f"rejected a request for {escaped}"
+    assert LINE.fullmatch(lines[1]).group(3) == f"Error handling request GET {escaped}"
+    assert lines[2] == "Traceback (most recent call last):"  # a traceback keeps its lines
+    assert lines[-2:] == ["ValueError: the app's own", "multiline message"]
+    assert not any(line.startswith("[2026-01-01") for line in lines)
+
+
+@contextlib.contextmanager
+def piped_server(tmp_path: Path, app: str, *args: str, stream: str,
+                 workers: int = 2) -> Iterator[tuple[Server, int]]:
+    """The real CLI with its ``stream`` ("stdout" or "stderr") a pipe the test reads.
+
+    The serve fixture sends both streams to a file; here one of them is a pipe,
+    as under a supervisor, and the test is its (slow) reader.
+    """
+    read_fd, write_fd = os.pipe()
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")) if p)
+    cmd = [*FORKWSGI, "-b", f"127.0.0.1:{port}", "-w", str(workers), *args, app]
+    try:
+        with open(log_path, "wb") as log:
+            out, err = (write_fd, log) if stream == "stdout" else (log, write_fd)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO,
+                                    start_new_session=True)
+    finally:
+        os.close(write_fd)
+    server = Server(proc, "127.0.0.1", port, log_path)
+    try:
+        def listening() -> bool:
+            assert proc.poll() is None, f"forkwsgi exited early with status {proc.returncode}"
+            with contextlib.suppress(OSError), server.connect(0.5):
+                return True
+            return False
+
+        wait_until(listening, what="the server to listen")
+        server.wait_workers(workers)
+        yield server, read_fd
+    finally:
+        server.kill_tree()
+        os.close(read_fd)
+
+
+def read_lines_slowly(fd: int, enough, timeout: float = 60.0) -> list[str]:
+    """Lines from the pipe ``fd``, read 512 bytes at a time, until ``enough(lines)``.
+
+    The pauses make a slow reader on purpose: the pipe fills, the writers block
+    in write(2), and that is when the kernel would interleave a long write.
+    """
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = data.decode("utf-8", "replace").split("\n")[:-1]
+        if enough(lines):
+            return lines
+        assert time.monotonic() < deadline, f"timed out; read {len(lines)} lines"
+        if select.select([fd], [], [], 1.0)[0]:
+            chunk = os.read(fd, 512)
+            assert chunk, f"the server closed the pipe after {len(lines)} lines"
+            data += chunk
+            time.sleep(0.001)
+
+
+def run_clients(server: Server, requests: list[bytes], threads: int = 4) -> Callable[[], None]:
+    """Send ``requests`` from ``threads`` concurrent clients; the returned function joins them."""
+    failures: list[Exception] = []
+
+    def client(mine: list[bytes]) -> None:
+        try:
+            for raw in mine:
+                server.request(raw, timeout=60)
+        except Exception as exc:  # raised in the test's thread by join()
+            failures.append(exc)
+
+    workers = [threading.Thread(target=client, args=(requests[i::threads],), daemon=True)
+               for i in range(threads)]
+    for worker in workers:
+        worker.start()
+
+    def join() -> None:
+        for worker in workers:
+            worker.join(60)
+        assert not failures, failures
+
+    return join
+
+
+TRACEBACK_LINE = re.compile(r"Traceback \(most recent call last\):|  .*"
+                            r"|RuntimeError: boom: the app failed on purpose")
+
+
+@pytest.mark.process
+def test_error_records_through_a_pipe_arrive_as_whole_lines(tmp_path):
+    with piped_server(tmp_path, "tests.apps:boom", stream="stderr") as (server, fd):
+        path = "a" * 7000  # the request line the error record quotes: far over PIPE_BUF
+        requests = [f"GET /{i:04d}{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    .encode() for i in range(20)]
+        join = run_clients(server, requests)
+        lines = read_lines_slowly(fd, lambda lines: sum(
+            line.startswith("RuntimeError: boom") for line in lines) == len(requests))
+        join()
+    seen = []
+    for line in lines:
+        record = LINE.fullmatch(line)
+        if record is None:
+            assert TRACEBACK_LINE.fullmatch(line), line[:200]
+            continue
+        message = record.group(3)
+        if message.startswith("Error handling request"):
+            assert len(line.encode()) < select.PIPE_BUF
+            kept, count = re.fullmatch(r"(.*)\.\.\.\[cut (\d+) bytes\]", line).groups()
+            request_id = re.fullmatch(r".*GET /(\d{4})a+", kept).group(1)
+            full = line[:line.index("Error")] + \
+                f"Error handling request GET /{request_id}{path}: the application raised"
+            assert full.startswith(kept) and len(full) - len(kept) == int(count)
+            seen.append(request_id)
+    assert sorted(seen) == [f"{i:04d}" for i in range(len(requests))]
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+def import_graph() -> dict[str, set[str]]:
+    """forkwsgi's modules -> the forkwsgi modules each imports, lazy imports included."""
+    root = REPO / "src"
+    modules = {}
+    for path in sorted((root / "forkwsgi").rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                for alias in node.names:
+                    submodule = f"{base}.{alias.name}"
+                    targets.add(submodule if submodule in modules else base)
+        graph[name] = {target for target in targets if target in modules and target != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_import_cycles_are_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [{"a", "b", "c"}]
+
+
+def test_no_import_cycles():
+    """A cycle makes import order matter and lazy imports creep in to hide it."""
+    graph = import_graph()
+    cycles = [sorted(cycle) for cycle in import_cycles(graph)]
+    assert not cycles, "import cycles: " + "; ".join(
+        ", ".join(f"{module} -> {sorted(graph[module] & set(cycle))}" for module in cycle)
+        for cycle in cycles)
+    assert "forkwsgi.logformat" in graph["forkwsgi.settings"]  # lazy imports are seen
+
+
+def test_throttled_logs_once_per_interval_and_counts_the_rest():
+    logger = logging.getLogger("forkwsgi.test.throttled")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        throttled = logs.Throttled(logger, logging.INFO, interval=3600)
+        for n in range(5):
+            throttled("rejected %s", n)
+        assert [r.getMessage() for r in records] == ["rejected 0"]
+        throttled.next_at = 0.0  # the interval has passed
+        throttled("rejected %s", 5)
+        assert records[-1].getMessage() == (
+            "rejected 5 (and 4 more like it since the last such line)")
+        assert records[-1].levelno == logging.INFO
+    finally:
+        logger.removeHandler(handler)

@@ -1,29 +1,25 @@
 """Access log lines: gunicorn's atoms, or one JSON object per line.
 
-Owns: the access log format grammar (gunicorn/Apache-style ``%(atom)s``
-atoms, so a gunicorn ``access_log_format`` works unchanged), compiling a
-format once into a function of one request, escaping, and writing one line
-per request to the access log file.
+Owns: compiling a format (its grammar and atoms are logformat's) once into a
+function of one request, the value of each atom, escaping, fitting a line
+into one atomic write, and writing one line per request to the access log file.
+
+One line, one write: a line with its newline takes at most ``PIPE_BUF`` (4096 on Linux)
+bytes, so lines from several workers sharing a pipe never interleave and no
+client can push text past the end of its own line. A longer line has its
+longest free-text fields (user agent, referer, request line, path, query,
+headers, variables, user, address; never the time, status, PID or numbers)
+cut to a common length, each ending ``...[cut N bytes]``, N being how many
+bytes of the field as logged (escaped) were left out. A cut never splits an
+escape, and a JSON line stays valid JSON. A format whose own text is too long
+is cut at the end of the line as a last resort. Short lines, the common case,
+cost one length check.
 
 Must never: parse the format per request, call ``datetime``/``strftime`` per
 request (the timestamp is cached per second), read a settings object on the
 per-request path, or write a client-controlled byte unescaped: every value
 from the request or the app passes through ``escape()`` (or ``json.dumps``),
 so no one can forge a log line with a CR/LF or a quote.
-
-Atoms (as gunicorn; request headers are read from the environ's ``HTTP_*``):
-
-    h  remote address (REMOTE_ADDR)      s  status code
-    l  '-'                               B  response body bytes
-    u  REMOTE_USER or '-'                b  response body bytes, '-' for 0 (CLF)
-    t  [25/Nov/2026:04:30:00 +0000]      f  Referer or '-'
-    r  request line: METHOD URI PROTO    a  User-Agent or '-'
-    m  method                            T  duration, whole seconds
-    U  path (PATH_INFO)                  M  duration, milliseconds
-    q  query string                      D  duration, microseconds
-    H  protocol                          L  duration, decimal seconds
-    p  <PID>                             {Name}i  request header
-    {Name}o  response header             {VAR}e   environ key, else OS environment
 """
 
 from __future__ import annotations
@@ -31,12 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from forkwsgi.logs import ERROR_LOGGER, STDOUT, open_log_file
+from forkwsgi import logformat
+from forkwsgi.logformat import JSON_FORMAT, Slot
+from forkwsgi.logs import ERROR_LOGGER, PIPE_BUF, STDOUT, cut, open_log_file
 
 Environ = dict[str, Any]
 Headers = list[tuple[str, str]]
@@ -44,8 +41,6 @@ Headers = list[tuple[str, str]]
 AccessLogger = Callable[[Environ, str, Headers, int, float], None]
 LineFormatter = Callable[[Environ, str, Headers, int, float], str]
 Getter = Callable[[Environ, str, Headers, int, float], Any]
-
-JSON_FORMAT = "json"
 
 
 # --- escaping --------------------------------------------------------------------------------
@@ -193,68 +188,84 @@ def _letter_atoms(clock: _Clock) -> dict[str, Getter]:
     }
 
 
-_NUMERIC = frozenset("sBTMD")  # atoms that may take %d / %f conversions
 _BRACED = {"i": _request_header, "o": _response_header, "e": _variable}
-_TOKEN = re.compile(r"%(?:(?P<percent>%)|\((?P<key>[^()]*)\)"
-                    r"(?P<spec>[#0 +-]*\d*(?:\.\d+)?)(?P<conv>[diouxXeEfFgGcrsa]))")
-_ATOM_LIST = "h l u t r m U q H s B b f a T D M L p {Header}i {Header}o {VAR}e"
 
 
-def _parse(fmt: str, clock: _Clock) -> tuple[str, list[Getter]]:
-    """gunicorn's ``%(atom)s`` format -> a positional %-format and one getter per slot."""
-    letters = _letter_atoms(clock)
-    positional: list[str] = []
-    getters: list[Getter] = []
-    pos = 0
-    while (start := fmt.find("%", pos)) >= 0:
-        match = _TOKEN.match(fmt, start)
-        if match is None:
-            raise ValueError(f"'%' at position {start} starts no atom; write '%(h)s' "
-                             f"for an atom or '%%' for a literal percent sign")
-        positional.append(fmt[pos:start])
-        pos = match.end()
-        if match["percent"]:
-            positional.append("%%")
-            continue
-        key, conv = match["key"], match["conv"]
-        numeric = conv not in "rsa"
-        if key in letters:
-            if numeric and key not in _NUMERIC:
-                raise ValueError(f"atom {key!r} is text; write %({key})s")
-            getter = letters[key]
-            if key == "s" and numeric:
-                getter = lambda e, s, hs, n, d: _status_int(s)  # noqa: E731
-        elif len(key) > 3 and key[0] == "{" and key[-2] == "}" and key[-1] in _BRACED:
-            if numeric:
-                raise ValueError(f"atom {key!r} is text; write %({key})s")
-            getter = _BRACED[key[-1]](key[1:-2])
-        else:
-            raise ValueError(f"unknown atom {key!r}; known atoms: {_ATOM_LIST}")
-        positional.append("%" + match["spec"] + conv)
-        getters.append(getter)
-    positional.append(fmt[pos:].replace("%", "%%"))
-    return "".join(positional), getters
-
-
-def check_format(fmt: str) -> None:
-    """Raise ValueError if ``fmt`` is neither 'json' nor a valid atom format."""
-    if fmt != JSON_FORMAT:
-        _parse(fmt, _Clock())
+def _getter(slot: Slot, letters: dict[str, Getter]) -> Getter:
+    if slot.key[0] == "{":
+        return _BRACED[slot.key[-1]](slot.key[1:-2])
+    if slot.key == "s" and slot.numeric:
+        return lambda e, s, hs, n, d: _status_int(s)
+    return letters[slot.key]
 
 
 def compile_format(fmt: str) -> LineFormatter:
-    """The function that renders one request as one line (no newline) in ``fmt``."""
+    """The function that renders one request as one line (no newline) in ``fmt``.
+
+    The line fits one atomic write with its newline (see the module docstring).
+    Raises ValueError for a format that logformat.check_format rejects.
+    """
     clock = _Clock()
     if fmt == JSON_FORMAT:
         return _json_formatter(clock)
-    positional, getters = _parse(fmt, clock)
-    slots = tuple(getters)
+    positional, slots = logformat.parse(fmt)
+    letters = _letter_atoms(clock)
+    getters = tuple(_getter(slot, letters) for slot in slots)
+    free = tuple(index for index, slot in enumerate(slots) if slot.free_text)
+    # Every value renders as ASCII (escaped), except %c; with ASCII text around them, the
+    # line's length in characters is its length in bytes. Otherwise, measure every line.
+    ascii_only = positional.isascii() and all(slot.conv != "c" for slot in slots)
+    fits = PIPE_BUF if ascii_only else 0
 
     def format_line(environ: Environ, status: str, headers: Headers, length: int,
                     duration: float) -> str:
-        return positional % tuple([get(environ, status, headers, length, duration)
-                                   for get in slots])
+        line = positional % tuple([get(environ, status, headers, length, duration)
+                                   for get in getters])
+        if len(line) < fits:  # the common line stops here
+            return line
+        # Rare: the values again (cheap, and the same: the clock ticks once per second).
+        values = tuple([get(environ, status, headers, length, duration) for get in getters])
+        return _fit_atoms(line, positional, values, free)
     return format_line
+
+
+# A cut field keeps at least this much, marker included: room for the longest marker.
+_MIN_FIELD = 32
+
+
+def _size(line: str) -> int:
+    return len(line.encode("utf-8", "backslashreplace"))
+
+
+def _water_level(lengths: list[int], excess: int) -> int:
+    """The longest length that, imposed on all ``lengths``, removes ``excess`` characters.
+
+    The longest fields lose the most and the short ones nothing; _MIN_FIELD if even
+    cutting everything to it is not enough.
+    """
+    low, high = _MIN_FIELD, max(lengths, default=_MIN_FIELD)
+    if sum(max(0, n - low) for n in lengths) < excess:
+        return low
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(max(0, n - middle) for n in lengths) >= excess:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _fit_atoms(line: str, positional: str, values: tuple[Any, ...],
+               free: tuple[int, ...]) -> str:
+    excess = _size(line) + 1 - PIPE_BUF
+    if excess <= 0:
+        return line
+    level = _water_level([len(values[index]) for index in free], excess)
+    shorter = list(values)
+    for index in free:
+        if len(values[index]) > level:
+            shorter[index] = cut(values[index], level)
+    return cut(positional % tuple(shorter), PIPE_BUF - 1)
 
 
 def _json_formatter(clock: _Clock) -> LineFormatter:
@@ -264,7 +275,7 @@ def _json_formatter(clock: _Clock) -> LineFormatter:
                     duration: float) -> str:
         clock.tick()
         get = environ.get
-        return dumps({
+        record = {
             "time": clock.iso,
             "remote_addr": get("REMOTE_ADDR"),
             "remote_user": get("REMOTE_USER"),
@@ -277,8 +288,28 @@ def _json_formatter(clock: _Clock) -> LineFormatter:
             "referer": get("HTTP_REFERER"),
             "user_agent": get("HTTP_USER_AGENT"),
             "pid": _pid,
-        })
+        }
+        line = dumps(record)
+        if len(line) < PIPE_BUF:  # ASCII only (ensure_ascii), so characters are bytes
+            return line
+        return _fit_json(line, record, dumps)
     return format_line
+
+
+# The client's (or a proxy's) text; never time, status, bytes, duration or pid.
+_JSON_FREE = ("remote_addr", "remote_user", "method", "uri", "protocol", "referer", "user_agent")
+
+
+def _fit_json(line: str, record: dict[str, Any], dumps: Callable[[Any], str]) -> str:
+    # Cut inside each encoded string, between its quotes: the escapes stay whole, so the
+    # object stays valid JSON, laid out as dumps lays it out.
+    fields = {key: dumps(value) for key, value in record.items()}
+    free = [key for key in _JSON_FREE if isinstance(record[key], str)]
+    level = _water_level([len(fields[key]) - 2 for key in free], len(line) + 1 - PIPE_BUF)
+    for key in free:
+        if len(fields[key]) - 2 > level:
+            fields[key] = f'"{cut(fields[key][1:-1], level)}"'
+    return "{" + ", ".join(f'"{key}": {text}' for key, text in fields.items()) + "}"
 
 
 # --- the logger the worker calls -------------------------------------------------------------
@@ -288,8 +319,9 @@ def make_access_logger(cfg: Any) -> AccessLogger | None:
     """The per-request access logger for ``cfg``, or None when access logging is off.
 
     Call it in the worker after fork (calling it in the arbiter works too). Each
-    call writes one line with one ``write(2)``; a failing write (disk full) is
-    reported once to the error log, not raised into the request.
+    call writes one line of at most PIPE_BUF bytes with one ``write(2)``; a
+    failing write (disk full) is reported once to the error log, not raised
+    into the request.
     """
     if cfg.access_logfile is None:
         return None

@@ -42,6 +42,7 @@ from forkwsgi.dispatch import ABORT, CLOSE, KEEP
 from forkwsgi.environ import connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.http.parser import body_decoder, parse_head
+from forkwsgi.logs import Throttled
 from forkwsgi.netio import pending_bytes
 from forkwsgi.request_body import CONTINUE, BodySpool
 
@@ -57,6 +58,7 @@ LINGER_SECONDS = 2.0  # how long a closing client's remaining bytes are read and
 RETIRE_GRACE = 1.0  # a leaving worker's idle keep-alive connections: time for a last request
 ACCEPT_PAUSE = 1.0  # out of descriptors: seconds before the listeners are polled again
 FD_WARNING_INTERVAL = 10.0  # at most one "out of descriptors" line per this many seconds
+CLIENT_ERROR_INTERVAL = 1.0  # at most one "rejected a request" line per second
 SHED_FRACTION = 16  # a full worker frees 1/16 of its cap at once, not one slot per accept
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _EPOLLIN = select.EPOLLIN
@@ -129,7 +131,10 @@ class Connections:
         self.lock: threading.Lock | None = None
         self.accepting = True
         self.paused_until = 0.0  # out of descriptors: listeners rest until then
-        self.last_fd_warning = -FD_WARNING_INTERVAL
+        self.log_fd_shortage = Throttled(log, logging.WARNING, FD_WARNING_INTERVAL)
+        self.log_shed = Throttled(log, logging.WARNING, FD_WARNING_INTERVAL)
+        # Bad requests and aborted uploads: a client can make them at will.
+        self.log_client_error = Throttled(log, logging.INFO, CLIENT_ERROR_INTERVAL)
         self.registered = False  # the listeners are in the epoll set
 
     # --- arrivals ---------------------------------------------------------------------------
@@ -184,8 +189,8 @@ class Connections:
             return
         if not data:
             if state == BODY:
-                log.debug("client %s went away before the end of its request body",
-                          conn.client)
+                self.log_client_error("client %s went away before the end of its request body",
+                                      conn.client)
             self.close(conn)
         elif state == BODY:
             rest = self.body_data(conn, data)
@@ -298,7 +303,8 @@ class Connections:
 
     def reject(self, conn: Connection, error: HTTPError) -> None:
         """The server's own error answer (400, 408, 413...), then a lingering close."""
-        log.debug("rejected a request from %s: %s %s", conn.client, error.status, error.detail)
+        self.log_client_error("rejected a request from %s: %s %s", conn.client, error.status,
+                              error.detail)
         try:
             conn.sock.send(self.error_response(error))
         except OSError:
@@ -400,7 +406,8 @@ class Connections:
                         RequestTimeout("shed: the worker is full")))
             self.close(conn)
         if victims:
-            log.debug("worker full: shed %d connection(s)", len(victims))
+            self.log_shed("worker %s full (%d connections): shed %d of them, oldest idle "
+                          "first", self.worker.pid, self.max, len(victims))
         return len(victims)
 
     def out_of_descriptors(self, exc: OSError) -> None:
@@ -412,11 +419,10 @@ class Connections:
         if not freed:
             self.paused_until = now + ACCEPT_PAUSE
             self.stop_listening()
-        if now - self.last_fd_warning >= FD_WARNING_INTERVAL:
-            self.last_fd_warning = now
-            log.warning("worker %s: accept failed: %s (%d connections open); %s",
-                        self.worker.pid, exc.strerror, len(self.conns),
-                        f"shed {freed}" if freed else f"accepts paused for {ACCEPT_PAUSE:g}s")
+        self.log_fd_shortage("worker %s: accept failed: %s (%d connections open); %s",
+                             self.worker.pid, exc.strerror, len(self.conns),
+                             f"shed {freed}" if freed else
+                             f"accepts paused for {ACCEPT_PAUSE:g}s")
 
     def stop_listening(self) -> None:
         if self.registered:

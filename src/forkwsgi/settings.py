@@ -246,7 +246,7 @@ def to_app_spec(value: Any) -> str | None:
 
 def to_access_logformat(value: Any) -> str:
     """'json', or gunicorn-style atoms; unknown atoms are caught here, not per request."""
-    from forkwsgi.accesslog import check_format  # lazy: the table must stay import-light
+    from forkwsgi.logformat import check_format  # lazy: the table must stay import-light
 
     text = to_str(value)
     check_format(text)
