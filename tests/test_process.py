@@ -673,7 +673,7 @@ def test_umask_applies_to_the_server_and_its_unix_socket(serve, tmp_path):
                    wait=False)
     wait_until(path.exists, what="the unix socket")
     server.wait_workers(1)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666  # the socket's is --socket-mode's
     for proc in [server.process, *server.workers()]:
         status = Path(f"/proc/{proc.pid}/status").read_text()
         assert "Umask:\t0077" in status

@@ -92,13 +92,26 @@ class Arbiter:
         cfg = self.cfg
         os.umask(cfg.umask)
         self.call_hook("on_starting", self)
+        parent = os.environ.get(PARENT_ENV)
+        if cfg.pid:
+            # Before binding: a second server refused here must not take connections
+            # (SO_REUSEPORT) or a unix socket path from the one already running.
+            try:
+                stale = pidfile.claim(cfg.pid, [self.pid, int(parent) if parent else 0])
+            except pidfile.PidfileError as exc:
+                log.error("%s", exc)
+                self.exit_status = 1
+                return False
+            if stale:
+                log.info("replacing stale pidfile %s: pid %s is not a running forkwsgi "
+                         "arbiter", cfg.pid, stale)
         inherited = listeners_mod.inherited_fds()
         binds = cfg.bind
         if inherited and "LISTEN_FDS" in os.environ and binds == BY_NAME["bind"].default:
             binds = []  # socket activation: systemd chose the addresses, add none of ours
         try:
             self.listeners = listeners_mod.open_listeners(
-                binds, cfg.backlog, cfg.reuse_port, inherited)
+                binds, cfg.backlog, cfg.reuse_port, inherited, cfg.socket_mode, cfg.socket_group)
         except listeners_mod.ListenerError as exc:
             log.error("cannot listen: %s", exc)
             self.exit_status = 1
@@ -106,9 +119,14 @@ class Arbiter:
         for key in (listeners_mod.INHERITED_FDS_ENV, "LISTEN_FDS", "LISTEN_PID",
                     "LISTEN_FDNAMES"):
             os.environ.pop(key, None)
-        parent = os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(PARENT_ENV, None)
         if cfg.pid:
-            pidfile.write(cfg.pid, self.pid)
+            try:
+                pidfile.write(cfg.pid, self.pid)
+            except pidfile.PidfileError as exc:
+                log.error("%s", exc)
+                self.exit_status = 1
+                return False
         self.board = scoreboard.Scoreboard()
         fdlimit.fit(cfg)
         self.handoff_pair = handoff.make_pair()

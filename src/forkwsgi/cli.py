@@ -9,8 +9,8 @@ order of start-up side effects: ``env`` into os.environ, then chdir and
 sys.path, then the arbiter.
 
 Exit statuses: 0 success; 1 the configuration is valid but the application
-cannot be loaded (``--check-config``) or the server failed; 2 the command
-line or the configuration is wrong.
+cannot be loaded or the pidfile cannot be written (``--check-config``), or the
+server failed; 2 the command line or the configuration is wrong.
 
 Must never: hand-write an option for a setting, decide precedence (that is
 ``config.resolve``), or start the arbiter for ``--check-config`` or
@@ -51,6 +51,7 @@ _METAVARS = {
     settings.to_seconds: "SECONDS", settings.to_workers: "INT|auto", settings.to_umask: "MODE",
     settings.to_env: "KEY=VALUE", settings.to_bind_list: "ADDRESS", settings.to_list: "LIST",
     settings.to_access_logformat: "FORMAT",
+    settings.to_mode: "MODE",
 }
 
 
@@ -81,8 +82,8 @@ def build_command() -> click.Command:
                           "Also FORKWSGI_CONFIG."),
         click.Option(["--check-config"], is_flag=True, default=False,
                      help="Load the configuration and import the application once, then exit: "
-                          "0 if both work, 1 if the application fails to load, 2 if the "
-                          "configuration is wrong."),
+                          "0 if both work, 1 if the application fails to load or the "
+                          "pidfile cannot be written, 2 if the configuration is wrong."),
         click.Option(["--print-config"], is_flag=True, default=False,
                      help="Print the resolved settings as TOML and exit."),
     ]
@@ -194,6 +195,16 @@ def check(cfg: Config) -> int:
 def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | None = None) -> int:
     """Start-up side effects in order, then hand over to the arbiter."""
     from forkwsgi.logs import setup_error_log
+    if cfg.pid:
+        from forkwsgi import pidfile
+
+        # Writable only: a pidfile naming the running server is what a check before its
+        # reload or upgrade finds, and the server itself refuses to start beside it.
+        try:
+            pidfile.check_writable(cfg.pid)
+        except pidfile.PidfileError as exc:
+            _error(str(exc))
+            return EXIT_FAILURE
 
     apply_env(cfg)
     try:

@@ -284,7 +284,7 @@ def dump(cfg: Config) -> str:
         elif value is None:
             lines.append(f"# {name} is not set")
         else:
-            lines.append(f"{name} = {_toml_value(value, octal=name == 'umask')}")
+            lines.append(f"{name} = {_toml_value(value, octal=name in ('umask', 'socket_mode'))}")
     return "\n".join(lines) + "\n"
 
 

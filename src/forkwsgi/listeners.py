@@ -3,7 +3,8 @@
 Owns: parsing ``-b`` values (``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH``,
 ``fd://N``), binding them, adopting sockets inherited from a previous
 arbiter (USR2 upgrade, ``FORKWSGI__FDS``) or from systemd (``LISTEN_FDS``),
-and removing unix socket files this process created.
+giving the unix socket files this process creates their mode and group
+(``socket_mode``, ``socket_group``), and removing them on exit.
 
 Must never: accept connections (workers do) or know about HTTP.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 INHERITED_FDS_ENV = "FORKWSGI__FDS"  # set by an arbiter for its USR2 successor
 SD_LISTEN_FDS_START = 3
 DEFER_ACCEPT_SECONDS = 1
+DEFAULT_SOCKET_MODE = 0o666  # connectable by every local user, like gunicorn's sockets
 
 
 class ListenerError(Exception):
@@ -101,7 +103,8 @@ def _tcp_socket(host: str, port: int, backlog: int, reuse_port: bool) -> socket.
     return sock
 
 
-def _unix_socket(path: str, backlog: int) -> socket.socket:
+def _unix_socket(path: str, backlog: int, mode: int = DEFAULT_SOCKET_MODE,
+                 group: int | None = None) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
             # A stale file from a crashed server; refuse if something still listens there.
@@ -116,13 +119,46 @@ def _unix_socket(path: str, backlog: int) -> socket.socket:
             finally:
                 probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = False
     try:
-        sock.bind(path)
+        # bind() creates the file with 0777 & ~umask: binding under a umask that already
+        # withholds what the mode withholds leaves no moment in which a client the mode
+        # excludes could connect. With a group to set, only the owner may until chown.
+        wanted = mode & 0o700 if group is not None else mode
+        old_umask = os.umask(0o777 & ~wanted)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        bound = True
+        if group is not None:
+            try:
+                os.chown(path, -1, group)
+            except OSError as exc:
+                raise ListenerError(f"bind 'unix:{path}': cannot give the socket group {group} "
+                                    f"(setting 'socket_group'): {exc.strerror}") from None
+        os.chmod(path, mode)  # also when a default ACL on the directory overrode the umask
         sock.listen(backlog)
-    except OSError as exc:
+    except (OSError, ListenerError) as exc:
         sock.close()
+        if bound:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, ListenerError):
+            raise
         raise ListenerError(f"bind 'unix:{path}': {exc.strerror}") from None
     return sock
+
+
+def _gid(group: str | None) -> int | None:
+    if group is None or group.isdigit():
+        return None if group is None else int(group)
+    import grp
+
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ListenerError(f"no such group {group!r} (setting 'socket_group')") from None
 
 
 def _adopt_fd(fd: int) -> socket.socket:
@@ -168,12 +204,16 @@ def inherited_fds(environ: dict[str, str] | None = None) -> list[int]:
 
 
 def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
-                   inherited: list[int] | None = None) -> list[Listener]:
+                   inherited: list[int] | None = None, socket_mode: int = DEFAULT_SOCKET_MODE,
+                   socket_group: str | None = None) -> list[Listener]:
     """Bind every spec, reusing inherited sockets whose address matches.
 
     Inherited sockets that match no spec are still served when no spec was
     given explicitly (systemd socket activation decides the addresses).
+    ``socket_mode`` and ``socket_group`` apply to the unix socket files created
+    here; an inherited socket's file is its creator's business.
     """
+    gid = _gid(socket_group)
     adopted = [_adopt_fd(fd) for fd in (inherited or [])]
     listeners: list[Listener] = []
     for spec in binds:
@@ -191,8 +231,8 @@ def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
             adopted.remove(match)
             listeners.append(_describe(match, spec))
         elif kind == "unix":
-            listeners.append(_describe(_unix_socket(address, backlog), spec,  # type: ignore[arg-type]
-                                       owned=True))
+            sock = _unix_socket(address, backlog, socket_mode, gid)  # type: ignore[arg-type]
+            listeners.append(_describe(sock, spec, owned=True))
         else:
             host, port = address  # type: ignore[misc]
             listeners.append(_describe(_tcp_socket(host, port, backlog, reuse_port), spec))

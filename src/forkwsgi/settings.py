@@ -192,7 +192,7 @@ def to_group(value: Any) -> str | None:
     return _existing(value, grp.getgrnam, "group")
 
 
-def to_umask(value: Any) -> int:
+def _octal_mode(value: Any, example: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     else:
@@ -200,7 +200,7 @@ def to_umask(value: Any) -> int:
         try:
             number = int(text, 8) if not text.startswith("0x") else int(text, 16)
         except ValueError:
-            raise ValueError(f"expected an octal mode such as 022, got {value!r}") from None
+            raise ValueError(f"expected an octal mode such as {example}, got {value!r}") from None
     if not 0 <= number <= 0o777:
         raise ValueError(f"must be between 000 and 777, got {oct(number)}")
     return number
@@ -214,6 +214,15 @@ def to_env(value: Any) -> dict[str, str]:
     if isinstance(value, dict):
         value = [f"{to_str(k)}={to_str(v)}" for k, v in value.items()]
     items = list(value) if isinstance(value, (list, tuple)) else [value]
+def to_umask(value: Any) -> int:
+    return _octal_mode(value, "022")
+
+
+def to_mode(value: Any) -> int:
+    """File permissions in octal (660), as chmod takes them."""
+    return _octal_mode(value, "660")
+
+
     env: dict[str, str] = {}
     for item in items:
         key, sep, val = to_str(item).partition("=")
@@ -312,6 +321,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_requests", ("--max-requests",), to_nonneg_int, 0, "process",
             "Recycle a worker gracefully after this many requests; 0 disables."),
     Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
+    Setting("socket_mode", ("--socket-mode",), to_mode, 0o666, "socket",
+            "Permissions of the unix socket files the server creates, in octal, whatever "
+            "the umask; a client needs write permission to connect. The default lets every "
+            "local user connect (as gunicorn's do); 660 with socket_group admits only that "
+            "group. Sockets inherited from systemd or a USR2 parent keep theirs."),
+    Setting("socket_group", ("--socket-group",), to_group, None, "socket",
+            "Group (name or gid) of the unix socket files the server creates, e.g. the group "
+            "nginx runs as; with socket_mode 660 only its members (and the owner) connect."),
             "Add a random 0..N to max_requests per worker so they do not all recycle at once."),
     Setting("handoff_after", ("--handoff-after",), to_seconds, 0.01, "process",
             "When a worker has been inside the app this long, its other connections (idle "
@@ -327,7 +344,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("env", ("-e", "--env"), to_env, {}, "process",
             "Set an environment variable KEY=VALUE in the server. Repeatable.", multiple=True),
     Setting("pid", ("-p", "--pid"), to_optional_str, None, "process",
-            "Write the arbiter PID to this file (atomically); removed on exit."),
+            "Write the arbiter PID to this file (atomically); removed on exit. A start is "
+            "refused while the file names a running forkwsgi arbiter; a stale file is "
+            "replaced."),
     Setting("user", ("-u", "--user"), to_user, None, "process",
             "Workers switch to this user (name or uid) after the listeners are bound."),
     Setting("group", ("-g", "--group"), to_group, None, "process",
@@ -466,7 +485,7 @@ def default_text(row: Setting) -> str:
         return ""
     if isinstance(value, bool):
         return "on" if value else "off"
-    if row.convert is to_umask:
+    if row.convert in (to_umask, to_mode):
         return f"{value:03o}"
     if isinstance(value, list):
         return ", ".join(value)
