@@ -1,22 +1,29 @@
 """The real ``python -m forkwsgi`` in a subprocess: flags, exit statuses, one-line errors.
 
-Nothing here starts the arbiter: --print-config and --check-config stop before it.
+Most tests stop before the arbiter (--print-config and --check-config do); the
+ones about what a server does with what it was given (gunicorn's bind forms,
+a gunicorn.conf.py, Kubernetes variables) start a real one.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
 
-from forkwsgi import __version__
-from forkwsgi.config import tomllib  # tomli on 3.10
-from forkwsgi.settings import SETTINGS, available_cpus
+from forkwsgi import __version__, cli, gunicorn_compat, loader
+from forkwsgi.listeners import ListenerError, parse_bind
+from forkwsgi.settings import BY_NAME, SETTINGS, available_cpus
+from forkwsgi.tomltext import tomllib  # tomli on 3.10
 
-from .conftest import FORKWSGI, REPO
+from .conftest import FORKWSGI, REPO, Server, free_port, listening, wait_until
+
+pytestmark = pytest.mark.process
 
 
 class Result:
@@ -203,11 +210,12 @@ def test_repeatable_settings_from_the_environment_split_like_a_shell(forkwsgi):
     assert cfg["debug"] is True
 
 
-def test_unknown_environment_variable_is_an_error(forkwsgi):
+def test_unknown_environment_variable_is_a_warning(forkwsgi):
     result = forkwsgi("--print-config", "m:app", env={"FORKWSGI_WOKERS": "4"})
-    assert result.status == 2
-    assert result.error_line == ("forkwsgi: error: FORKWSGI_WOKERS: unknown setting 'wokers' "
-                                 "(did you mean 'workers'?)")
+    assert result.status == 0
+    assert result.config()["workers"] == 1
+    assert result.err == ("forkwsgi: warning: FORKWSGI_WOKERS: unknown setting 'wokers' "
+                          "(did you mean 'workers'?); ignored\n")
 
 
 def test_bad_environment_value_names_the_variable_and_setting(forkwsgi):
@@ -432,3 +440,239 @@ def test_check_config_bad_log_config_is_exit_2(forkwsgi, tmp_path):
     result = forkwsgi("--check-config", "--log-config", "log.json", "tests.apps:echo")
     assert result.status == 2
     assert result.error_line.startswith("forkwsgi: error: invalid value for setting 'log_config'")
+
+
+# --- coming from gunicorn --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--reload"], "forkwsgi has no code reloader; send HUP (kill -HUP <pid>) to load new code"),
+    (["--threads", "4"], "forkwsgi workers are sync, one request at a time each"),
+    (["-k", "gthread"], "forkwsgi workers are sync, one request at a time each"),
+    (["--worker-class", "gevent"], "scale with workers (-w)"),
+    (["-D"], "forkwsgi does not daemonize; run it under systemd"),
+    (["--daemon"], "forkwsgi does not daemonize; run it under systemd"),
+    (["--paste", "production.ini"], "no PasteDeploy loader"),
+    (["--certfile", "cert.pem"], "TLS is not built in yet; terminate TLS at nginx"),
+    (["--keyfile=key.pem"], "TLS is not built in yet; terminate TLS at nginx"),
+])
+def test_gunicorn_flag_without_equivalent_says_what_to_do_instead(forkwsgi, args, says):
+    result = forkwsgi(*args, "m:app")
+    assert result.status == 2
+    flag = args[0].partition("=")[0]
+    assert result.error_line.startswith(f"forkwsgi: error: unknown option '{flag}' (gunicorn's): ")
+    assert says in result.error_line
+    assert "did you mean" not in result.error_line  # --reload is not --preload
+
+
+@pytest.mark.parametrize("flag, ours", [
+    ("--worker-connections", "--max-connections"),
+    ("-m", "--umask"),
+    ("--limit-request-field_size", "--limit-request-field-size"),
+    ("--log-config-json", "--log-config"),
+    ("-v", "--version"),
+])
+def test_gunicorn_flag_spelled_otherwise_here_names_ours(forkwsgi, flag, ours):
+    result = forkwsgi(flag, "1", "m:app")
+    assert result.status == 2
+    assert result.error_line == f"forkwsgi: error: unknown option '{flag}' (did you mean '{ours}'?)"
+
+
+def test_every_gunicorn_flag_is_ours_or_explained(capsys):
+    known = {decl for param in cli.build_command().params if isinstance(param, click.Option)
+             for decl in (*param.opts, *param.secondary_opts)}
+    for row in gunicorn_compat.GUNICORN:
+        for flag in row.flags:
+            if flag in known:
+                continue
+            assert cli.run([flag, "x", "m:app"]) == 2, flag
+            line = capsys.readouterr().err
+            if row.ours is None:
+                assert line == f"forkwsgi: error: unknown option '{flag}' (gunicorn's): {row.note}\n"
+            else:
+                ours = row.ours if row.ours.startswith("-") else next(
+                    f for f in BY_NAME[row.ours].flags if f.startswith("--"))
+                assert line.endswith(f" (did you mean '{ours}'?)\n"), line
+
+
+def test_gunicorn_key_in_a_toml_file_gets_the_same_message(forkwsgi, tmp_path):
+    write(tmp_path / "c.toml", "threads = 4\n")
+    result = forkwsgi("--print-config", "-c", "c.toml", "m:app")
+    assert result.status == 2
+    assert result.error_line == ("forkwsgi: error: c.toml: unknown setting 'threads' (gunicorn's): "
+                                 + gunicorn_compat.by_name("threads").note)
+
+
+def test_access_log_format_is_a_name_for_access_logformat_everywhere(forkwsgi, tmp_path):
+    write(tmp_path / "c.toml", 'access_log_format = "json"\n')
+    assert forkwsgi("--print-config", "-c", "c.toml", "m:app").config()["access_logformat"] == "json"
+    write(tmp_path / "c.py", 'access_log_format = "%(h)s %(s)s"\n')
+    cfg = forkwsgi("--print-config", "-c", "c.py", "m:app").config()
+    assert cfg["access_logformat"] == "%(h)s %(s)s"
+    cfg = forkwsgi("--print-config", "m:app", env={"FORKWSGI_ACCESS_LOG_FORMAT": "json"}).config()
+    assert cfg["access_logformat"] == "json"
+    cfg = forkwsgi("--print-config", "--access-log-format", "json", "m:app").config()
+    assert cfg["access_logformat"] == "json"
+
+
+# Each server here binds by itself, so readiness is polled on the port it was given.
+def _listening(server: Server, port: int, workers: int = 1) -> Server:
+    server.port = port
+
+    try:
+        wait_until(lambda: listening("127.0.0.1", port, server.proc),
+                   what=f"the server to listen on port {port}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{server.log()}") from None
+    server.wait_workers(workers)
+    return server
+
+
+GET = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("form, listens_on", [
+    (":{port}", "http://0.0.0.0:{port}"),  # gunicorn: an empty host is every interface
+    ("{port}", "http://127.0.0.1:{port}"),  # the default host, not a host named "8000"
+    ("tcp://127.0.0.1:{port}", "http://127.0.0.1:{port}"),
+])
+def test_gunicorn_bind_forms_serve(serve, form, listens_on):
+    port = free_port()
+    server = serve("tests.apps:hello", "-b", form.format(port=port), bind=False, wait=False)
+    _listening(server, port)
+    assert server.request(GET).startswith(b"HTTP/1.1 200 ")
+    assert f"Listening at: {listens_on.format(port=port)} " in server.log()
+
+
+@pytest.mark.parametrize("spec, address", [
+    ("8000", ("tcp", ("127.0.0.1", 8000))),
+    (":8000", ("tcp", ("0.0.0.0", 8000))),
+    ("tcp://example.org:81", ("tcp", ("example.org", 81))),
+    ("tcp://[::1]:81", ("tcp", ("::1", 81))),
+    ("[::1]", ("tcp", ("::1", 8000))),
+    ("example.org", ("tcp", ("example.org", 8000))),
+    ("unix:///run/app.sock", ("unix", "/run/app.sock")),
+    ("unix:app.sock", ("unix", "app.sock")),
+])
+def test_parse_bind_reads_gunicorn_forms(spec, address):
+    assert parse_bind(spec) == address
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("::1:80", "write IPv6 addresses as [ADDRESS]:PORT"),
+    ("tcp://::1:80", "write IPv6 addresses as [ADDRESS]:PORT"),
+    ("[::1]80", "expected [IPV6]:PORT"),
+    ("host:http", "port 'http' is not a number"),
+    ("99999", "port 99999 is out of range"),
+])
+def test_parse_bind_errors(spec, message):
+    with pytest.raises(ListenerError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_bind(spec)
+
+
+KUBERNETES_SERVICE_LINKS = {  # what a Service named "forkwsgi" puts in every pod's environment
+    "FORKWSGI_PORT": "tcp://10.0.0.1:8000",
+    "FORKWSGI_PORT_8000_TCP": "tcp://10.0.0.1:8000",
+    "FORKWSGI_PORT_8000_TCP_ADDR": "10.0.0.1",
+    "FORKWSGI_PORT_8000_TCP_PORT": "8000",
+    "FORKWSGI_PORT_8000_TCP_PROTO": "tcp",
+    "FORKWSGI_SERVICE_HOST": "10.0.0.1",
+    "FORKWSGI_SERVICE_PORT": "8000",
+    "FORKWSGI_SERVICE_PORT_HTTP": "8000",
+}
+
+
+def test_kubernetes_service_links_are_a_warning_not_a_refusal(serve):
+    server = serve("tests.apps:hello", env=KUBERNETES_SERVICE_LINKS)
+    assert server.request(GET).startswith(b"HTTP/1.1 200 ")
+    warning = next(line for line in server.log().splitlines()
+                   if line.startswith("forkwsgi: warning: "))
+    assert warning.startswith("forkwsgi: warning: " + ", ".join(sorted(KUBERNETES_SERVICE_LINKS))
+                              + ": ignored: Kubernetes service links, not settings")
+
+
+def test_bad_value_of_a_real_setting_still_stops_it(forkwsgi):
+    env = {**KUBERNETES_SERVICE_LINKS, "FORKWSGI_TIMEOUT": "soon"}
+    result = forkwsgi("--check-config", "tests.apps:hello", env=env)
+    assert result.status == 2
+    assert result.err.splitlines()[-1] == ("forkwsgi: error: FORKWSGI_TIMEOUT: invalid value for "
+                                           "setting 'timeout': expected a number of seconds, "
+                                           "got 'soon'")
+
+
+def test_a_gunicorn_conf_py_serves(serve, tmp_path):
+    port = free_port()
+    write(tmp_path / "envapp.py", """\
+        import os
+        LOADED_BY = os.getpid()
+
+        def app(environ, start_response):
+            body = f"{os.environ.get('GREETING')} preloaded={LOADED_BY != os.getpid()}".encode()
+            start_response("200 OK", [("Content-Type", "text/plain"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        """)
+    write(tmp_path / "gunicorn.conf.py", f"""\
+        import multiprocessing
+
+        bind = "127.0.0.1:{port}"
+        workers = 2
+        worker_class = "sync"
+        threads = 1
+        accesslog = "-"
+        errorlog = "-"
+        loglevel = "info"
+        timeout = 60
+        keepalive = 2
+        preload_app = True
+        raw_env = ["GREETING=hello"]
+        pidfile = None
+        cores = multiprocessing.cpu_count()  # the file's own name: gunicorn ignores it too
+
+        def post_fork(server, worker):
+            print("post_fork ran", flush=True)
+
+        def pre_request(worker, req):
+            worker.log.debug("%s %s", req.method, req.path)  # gunicorn's Request: not called
+        """)
+    server = serve("envapp:app", "-c", "gunicorn.conf.py", bind=False, wait=False, workers=2,
+                   cwd=tmp_path)
+    _listening(server, port, workers=2)
+    reply = server.request(GET)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert reply.endswith(b"hello preloaded=True")
+    log = server.wait_log('"GET / HTTP/1.1" 200')  # the access log, to stdout
+    assert "post_fork ran" in log
+    warnings = [line for line in log.splitlines() if line.startswith("forkwsgi: warning: ")]
+    assert warnings == [
+        "forkwsgi: warning: gunicorn.conf.py: ignored gunicorn settings: "
+        f"worker_class='sync', threads=1 ({gunicorn_compat.by_name('threads').note}), "
+        f"pre_request ({gunicorn_compat.by_name('pre_request').note})"]
+
+
+def test_a_gunicorn_name_in_a_forkwsgi_python_file_is_an_error(forkwsgi, tmp_path):
+    write(tmp_path / "conf.py", "workers = 2\nworker_class = 'gevent'\n")
+    result = forkwsgi("--print-config", "-c", "conf.py", "m:app")
+    assert result.status == 2
+    assert result.error_line == (
+        "forkwsgi: error: conf.py: unknown setting 'worker_class' (gunicorn's): "
+        f"{gunicorn_compat.by_name('worker_class').note}; a config file named gunicorn*.py is "
+        "read as a gunicorn config")
+
+
+# --- start-up order --------------------------------------------------------------------------
+
+
+def test_the_arbiter_does_not_import_the_command_line():
+    tree = ast.parse((REPO / "src" / "forkwsgi" / "arbiter.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "forkwsgi" for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "cli" not in imported and "forkwsgi.cli" not in imported
+
+
+def test_loader_applies_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("APPLY_ENV_TEST", "before")  # restored after the test
+    loader.apply_env(cli.resolve({"env": ["APPLY_ENV_TEST=after"]}, "m:app", None, {},
+                                 search_dir=str(tmp_path)))
+    assert os.environ["APPLY_ENV_TEST"] == "after"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forkwsgi import settings
+from forkwsgi import gunicorn_compat, settings
 from forkwsgi.config import ConfigError, dump, read_environ, resolve
 from forkwsgi.settings import SettingError, convert
 
@@ -85,6 +85,66 @@ def test_suggest_knows_typos_and_gunicorn_names():
     assert settings.suggest("completely_different") == ""
 
 
+@pytest.mark.parametrize("gunicorn", ["reload", "threads", "daemon", "paste", "certfile",
+                                      "worker_class"])
+def test_a_gunicorn_setting_we_lack_says_what_to_do_not_a_near_miss(gunicorn):
+    # Before: reload -> preload, threads -> preload, daemon -> env, paste -> user,
+    # certfile -> error_logfile, worker_class -> workers.
+    assert settings.closest(gunicorn) is None
+    assert settings.suggest(gunicorn) == f" (gunicorn's): {gunicorn_compat.by_name(gunicorn).note}"
+
+
+def test_the_gunicorn_table_is_consistent():
+    """Every row maps to a real setting or says why not, once per name and flag; a flag
+    gunicorn shares with forkwsgi means the same setting in both (but --log-config)."""
+    options = {"--config", "--check-config", "--print-config", "--version"}
+    names = [row.name for row in gunicorn_compat.GUNICORN]
+    flags = [flag for row in gunicorn_compat.GUNICORN for flag in row.flags]
+    assert len(names) == len(set(names)) and len(flags) == len(set(flags))
+    ours_by_flag = {flag: row.name for row in settings.SETTINGS for flag in row.flags}
+    for row in gunicorn_compat.GUNICORN:
+        assert row.ours is None or row.ours in settings.BY_NAME or row.ours in options, row
+        assert row.ours is not None or row.note, row
+        for flag in row.flags:
+            if flag in ours_by_flag and row.name != "logconfig":
+                assert ours_by_flag[flag] == gunicorn_compat.our_setting(row), flag
+    # gunicorn 23: 93 settings, and -v/--version
+    assert len(names) == 94
+    hooks = [row for row in gunicorn_compat.GUNICORN if row.section == "Server Hooks"]
+    assert all(row.ours in (None, row.name) for row in hooks)
+
+
+# --- one setting, several names ----------------------------------------------------------------
+
+
+def test_a_long_flag_is_a_name_in_files_and_the_environment(tmp_path):
+    write(tmp_path / "a.toml", 'access_log_format = "json"\nlog-file = "/tmp/e.log"\n')
+    cfg = resolve_in(tmp_path, config="a.toml")
+    assert cfg.access_logformat == "json" and cfg.error_logfile == "/tmp/e.log"
+    write(tmp_path / "b.py", 'access_log_format = "json"\n')
+    assert resolve_in(tmp_path, config="b.py").access_logformat == "json"
+    assert read_environ({"FORKWSGI_ACCESS_LOG_FORMAT": "json", "FORKWSGI_LOG_FILE": "-"}) == {
+        "access_logformat": "json", "error_logfile": "-"}
+
+
+def test_one_setting_twice_in_one_source_is_an_error(tmp_path):
+    write(tmp_path / "a.toml", 'access_logformat = "json"\naccess_log_format = "json"\n')
+    with pytest.raises(ConfigError, match=r"a.toml: setting 'access_logformat' is given twice, "
+                                          r"as 'access_logformat' and as 'access_log_format'"):
+        resolve_in(tmp_path, config="a.toml")
+    with pytest.raises(ConfigError, match=r"given twice, as FORKWSGI_ACCESS_LOGFORMAT and as "
+                                          r"FORKWSGI_ACCESS_LOG_FORMAT"):
+        read_environ({"FORKWSGI_ACCESS_LOG_FORMAT": "json", "FORKWSGI_ACCESS_LOGFORMAT": "json"})
+
+
+def test_a_bad_value_under_another_name_says_which(tmp_path):
+    write(tmp_path / "a.toml", 'access_log_format = "%(zz)s"\n')
+    with pytest.raises(ConfigError) as info:
+        resolve_in(tmp_path, config="a.toml")
+    assert str(info.value).startswith("a.toml: invalid value for setting 'access_logformat': ")
+    assert str(info.value).endswith(" (given as 'access_log_format')")
+
+
 # --- layers ----------------------------------------------------------------------------------
 
 
@@ -146,8 +206,37 @@ def test_unknown_keys_everywhere(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown setting 'accesslog' \(did you mean "
                                           r"'access_logfile'\?\)"):
         resolve_in(tmp_path, config="b.toml")
-    with pytest.raises(ConfigError, match=r"FORKWSGI_WOKERS: unknown setting 'wokers'"):
-        resolve_in(tmp_path, environ={"FORKWSGI_WOKERS": "1"})
+    write(tmp_path / "c.toml", "threads = 8\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown setting 'threads' \(gunicorn's\): "
+                                          r"forkwsgi workers are sync"):
+        resolve_in(tmp_path, config="c.toml")
+
+
+def test_unknown_environment_variables_are_warnings(tmp_path):
+    cfg = resolve_in(tmp_path, environ={"FORKWSGI_WOKERS": "1", "FORKWSGI_THREADS": "4",
+                                        "FORKWSGI_WORKERS": "2"})
+    assert cfg.workers == 2
+    assert cfg.warnings == [
+        f"FORKWSGI_THREADS: unknown setting 'threads' (gunicorn's): "
+        f"{gunicorn_compat.by_name('threads').note}; ignored",
+        "FORKWSGI_WOKERS: unknown setting 'wokers' (did you mean 'workers'?); ignored"]
+    assert resolve_in(tmp_path).warnings == []
+
+
+def test_kubernetes_service_links_are_one_warning():
+    warnings: list[str] = []
+    environ = {"FORKWSGI_PORT": "tcp://10.0.0.1:8000", "FORKWSGI_PORT_8000_TCP_ADDR": "10.0.0.1",
+               "FORKWSGI_SERVICE_HOST": "10.0.0.1", "FORKWSGI_SERVICE_PORT_HTTP": "8000",
+               "FORKWSGI_API_SERVICE_HOST": "10.0.0.2", "FORKWSGI_API_PORT_81_UDP_PROTO": "udp"}
+    assert read_environ(environ, warnings) == {}
+    assert warnings == [
+        "FORKWSGI_API_PORT_81_UDP_PROTO, FORKWSGI_API_SERVICE_HOST, FORKWSGI_PORT, "
+        "FORKWSGI_PORT_8000_TCP_ADDR, FORKWSGI_SERVICE_HOST, FORKWSGI_SERVICE_PORT_HTTP: "
+        "ignored: Kubernetes service links, not settings ('enableServiceLinks: false' in the "
+        "pod spec drops them)"]
+    with pytest.raises(ConfigError, match=r"FORKWSGI_WORKERS: invalid value for setting "
+                                          r"'workers'"):
+        read_environ({**environ, "FORKWSGI_WORKERS": "many"}, warnings)
 
 
 def test_python_config_file(tmp_path):
@@ -184,6 +273,10 @@ def test_python_config_file(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     ("wokers = 2\n", "conf.py: unknown setting 'wokers' (did you mean 'workers'?)"),
+    ("accesslog = '-'\n", "conf.py: unknown setting 'accesslog' (did you mean 'access_logfile'?)"
+                          "; a config file named gunicorn*.py is read as a gunicorn config"),
+    ("def worker_int(worker):\n    pass\n",
+     "conf.py: unknown setting 'worker_int' (gunicorn's): no hook on a worker's quick stop"),
     ("def when_redy(arbiter):\n    pass\n",
      "conf.py: unknown setting 'when_redy' (did you mean 'when_ready'?)"),
     ("post_fork = 1\n", "conf.py: invalid value for setting 'post_fork': expected a callable"),
@@ -248,3 +341,87 @@ def _cgroup(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[str, str]:
 def test_cgroup_cpu_quota(tmp_path, own, files, cpus):
     root, proc = _cgroup(tmp_path, own, files)
     assert settings._cgroup_cpu_quota(root, proc) == cpus
+
+
+# --- gunicorn*.py config files ----------------------------------------------------------------
+
+
+def test_gunicorn_config_is_translated(tmp_path):
+    write(tmp_path / "gunicorn.conf.py", """\
+        import multiprocessing
+        import syslog
+
+        host = "0.0.0.0"
+        bind = host + ":8080"
+        workers = multiprocessing.cpu_count() * 2 + 1
+        worker_class = "gevent"
+        worker_connections = 500
+        keepalive = 4
+        timeout = 90
+        preload_app = True
+        raw_env = ["A=1", "B=2"]
+        pidfile = None
+        accesslog = "-"
+        access_log_format = '%(h)s "%(r)s" %(s)s'
+        errorlog = "-"
+        loglevel = "WARNING"
+        proc_name = "shop"
+        wsgi_app = "shop.wsgi:application"
+        handoff_after = 0.5
+        spew = False
+
+        def on_starting(server):
+            return "started"
+        """)
+    cfg = resolve_in(tmp_path, config="gunicorn.conf.py", app=None)
+    assert cfg.bind == ["0.0.0.0:8080"] and cfg.workers > 1
+    assert (cfg.max_connections, cfg.keep_alive, cfg.timeout) == (500, 4.0, 90.0)
+    assert cfg.preload is True and cfg.env == {"A": "1", "B": "2"} and cfg.pid is None
+    assert cfg.access_logfile == "-" and cfg.access_logformat == '%(h)s "%(r)s" %(s)s'
+    assert (cfg.log_level, cfg.name, cfg.app) == ("warning", "shop", "shop.wsgi:application")
+    assert cfg.handoff_after == 0.5  # a forkwsgi name in a gunicorn file is ours too
+    assert cfg.on_starting(None) == "started"
+    assert cfg.warnings == [
+        "gunicorn.conf.py: ignored gunicorn settings: "
+        f"worker_class='gevent' ({gunicorn_compat.by_name('worker_class').note}), "
+        f"spew=False ({gunicorn_compat.by_name('spew').note})"]
+
+
+def test_gunicorn_hooks_with_other_arguments_are_named_not_called(tmp_path):
+    write(tmp_path / "gunicorn_config.py", """\
+        def post_fork(server, worker):
+            pass
+
+        def pre_request(worker, req):
+            pass
+
+        def post_request(worker, req, environ, resp):
+            pass
+
+        def worker_exit(server, worker):
+            pass
+
+        def worker_abort(worker):
+            pass
+        """)
+    cfg = resolve_in(tmp_path, config="gunicorn_config.py")
+    assert cfg.post_fork is not None
+    assert cfg.pre_request is cfg.post_request is cfg.worker_exit is None
+    (warning,) = cfg.warnings
+    assert warning.startswith("gunicorn_config.py: ignored gunicorn settings: pre_request (")
+    for hook in ("post_request", "worker_exit", "worker_abort"):
+        assert f"{hook} ({gunicorn_compat.by_name(hook).note})" in warning
+
+
+def test_a_bad_gunicorn_value_names_both_settings(tmp_path):
+    write(tmp_path / "gunicorn.conf.py", "keepalive = 'long'\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_in(tmp_path, config="gunicorn.conf.py")
+    assert str(info.value) == ("gunicorn.conf.py: invalid value for setting 'keep_alive': "
+                               "expected a number of seconds, got 'long' (given as 'keepalive')")
+
+
+def test_a_gunicorn_config_with_nothing_to_ignore_warns_nothing(tmp_path):
+    write(tmp_path / "gunicorn.py", "bind = '127.0.0.1:9'\nworkers = 3\n")
+    cfg = resolve_in(tmp_path, config="gunicorn.py")
+    assert (cfg.bind, cfg.workers, cfg.warnings) == (["127.0.0.1:9"], 3, [])

@@ -273,6 +273,8 @@ class Arbiter:
             except Exception as exc:
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return
+            for warning in getattr(cfg, "warnings", ()):
+                log.warning("reload: %s", warning)
             if cfg.bind != self.cfg.bind:
                 log.warning("bind changed in the config; listeners change on restart or USR2")
             cfg.bind = self.cfg.bind
@@ -303,9 +305,9 @@ class Arbiter:
 
     def apply_config(self, cfg) -> None:
         """Make a reloaded config current: environment, logs, import path."""
-        from forkwsgi import cli, loader, logs
+        from forkwsgi import loader, logs
 
-        cli.apply_env(cfg)
+        loader.apply_env(cfg)
         try:
             logs.setup_error_log(cfg)
         except (OSError, ValueError) as exc:

@@ -4,9 +4,11 @@ Owns: the click command, generated from ``settings.SETTINGS`` (one option per
 row with flags; booleans as ``--x/--no-x``; repeatable rows repeat), the
 options that are not settings (``-c/--config``, ``--check-config``,
 ``--print-config``, ``--version``), turning every usage or configuration
-mistake into one ``forkwsgi: error: ...`` line with exit status 2, and the
-order of start-up side effects: ``env`` into os.environ, then chdir and
-sys.path, then the arbiter.
+mistake into one ``forkwsgi: error: ...`` line with exit status 2 (a
+gunicorn flag forkwsgi does not have says what to do instead), printing the
+configuration's warnings as ``forkwsgi: warning: ...`` lines, and the order
+of start-up side effects: ``env`` into os.environ, then chdir and sys.path,
+then the arbiter.
 
 Exit statuses: 0 success; 1 the configuration is valid but the application
 cannot be loaded or the pidfile cannot be written (``--check-config``), or the
@@ -28,9 +30,9 @@ from typing import Any, NoReturn
 
 import click
 
-from forkwsgi import __version__, settings
+from forkwsgi import __version__, gunicorn_compat, settings
 from forkwsgi.config import ConfigError, dump, resolve
-from forkwsgi.loader import AppLoadError, load_app, prepare_import_path
+from forkwsgi.loader import AppLoadError, apply_env, load_app, prepare_import_path
 from forkwsgi.settings import SETTINGS, Config, Setting, SettingError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -49,9 +51,9 @@ environment > config file > default. The config file is -c FILE, else
 _METAVARS = {
     settings.to_int: "INT", settings.to_positive_int: "INT", settings.to_nonneg_int: "INT",
     settings.to_seconds: "SECONDS", settings.to_workers: "INT|auto", settings.to_umask: "MODE",
+    settings.to_mode: "MODE",
     settings.to_env: "KEY=VALUE", settings.to_bind_list: "ADDRESS", settings.to_list: "LIST",
     settings.to_access_logformat: "FORMAT",
-    settings.to_mode: "MODE",
 }
 
 
@@ -110,12 +112,22 @@ def _usage_line(exc: click.ClickException) -> str:
 
 
 def _flag_suggestion(exc: click.NoSuchOption) -> str:
-    # The table knows gunicorn's names (--accesslog) and settings without a short form;
-    # click only knows near-miss spellings of our flags.
-    name = settings.closest(exc.option_name.lstrip("-"))
+    # gunicorn's flags first: the nearest spelling of one of ours can mean the opposite
+    # (--reload is not --preload). Then the table's names (--accesslog) and settings
+    # without a short form; click only knows near-miss spellings of our flags.
+    flag = exc.option_name
+    row = gunicorn_compat.by_flag(flag)
+    if row is not None and row.ours is None:
+        return f" (gunicorn's): {row.note}"
+    if row is not None and row.ours.startswith("-"):
+        return f" (did you mean '{row.ours}'?)"
+    name = gunicorn_compat.our_setting(row) if row else settings.closest(flag.lstrip("-"))
     longs = [flag for flag in settings.BY_NAME[name].flags if flag.startswith("--")] if name else []
     if longs:
         return f" (did you mean '{longs[0]}'?)"
+    hint = settings.suggest(flag.lstrip("-"))
+    if hint.startswith(" (gunicorn's)"):
+        return hint  # a gunicorn config name written as a flag: --worker_class
     return f" (did you mean '{exc.possibilities[0]}'?)" if exc.possibilities else ""
 
 
@@ -147,6 +159,8 @@ def run(argv: list[str]) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    for warning in cfg.warnings:
+        click.echo(f"{PROG}: warning: {warning}", err=True)
     if params["print_config"]:
         click.echo(dump(cfg), nl=False)
         if not params["check_config"]:
@@ -162,11 +176,6 @@ def run(argv: list[str]) -> int:
 
 def _raw(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def apply_env(cfg: Config) -> None:
-    """The ``env`` setting into os.environ: before anything of the application loads."""
-    os.environ.update(cfg.env)
 
 
 def check(cfg: Config) -> int:
@@ -186,15 +195,6 @@ def check(cfg: Config) -> int:
     except AppLoadError as exc:
         _error(str(exc))
         return EXIT_FAILURE
-    where = getattr(sys.modules.get(getattr(app, "__module__", "") or ""), "__file__", None)
-    click.echo(f"{PROG}: configuration OK; application {cfg.app!r} loaded"
-               + (f" from {where}" if where else ""))
-    return EXIT_OK
-
-
-def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | None = None) -> int:
-    """Start-up side effects in order, then hand over to the arbiter."""
-    from forkwsgi.logs import setup_error_log
     if cfg.pid:
         from forkwsgi import pidfile
 
@@ -205,6 +205,15 @@ def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | Non
         except pidfile.PidfileError as exc:
             _error(str(exc))
             return EXIT_FAILURE
+    where = getattr(sys.modules.get(getattr(app, "__module__", "") or ""), "__file__", None)
+    click.echo(f"{PROG}: configuration OK; application {cfg.app!r} loaded"
+               + (f" from {where}" if where else ""))
+    return EXIT_OK
+
+
+def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | None = None) -> int:
+    """Start-up side effects in order, then hand over to the arbiter."""
+    from forkwsgi.logs import setup_error_log
 
     apply_env(cfg)
     try:

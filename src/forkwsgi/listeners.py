@@ -1,6 +1,7 @@
 """Listening sockets: bind specs in, bound sockets out.
 
-Owns: parsing ``-b`` values (``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH``,
+Owns: parsing ``-b`` values (``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT``,
+``PORT``, ``HOST``, each with an optional ``tcp://``; ``unix:PATH``,
 ``fd://N``), binding them, adopting sockets inherited from a previous
 arbiter (USR2 upgrade, ``FORKWSGI__FDS``) or from systemd (``LISTEN_FDS``),
 giving the unix socket files this process creates their mode and group
@@ -50,10 +51,23 @@ class Listener:
         return self.spec
 
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", "8000"
+
+
 def parse_bind(spec: str) -> tuple[str, object]:
-    """``(kind, address)`` where kind is tcp, unix or fd; raises ListenerError."""
+    """``(kind, address)`` where kind is tcp, unix or fd; raises ListenerError.
+
+    gunicorn's forms read as gunicorn reads them: ``tcp://`` is optional, a
+    host alone is port 8000, ``:PORT`` is every IPv4 interface (0.0.0.0, an
+    empty host to bind()) and ``unix://PATH`` is ``unix:PATH``. A number alone
+    is a port on 127.0.0.1, the default host: gunicorn would take ``8000`` for a
+    host name, which is never what was meant, and every interface must be asked
+    for (``:PORT``), not implied.
+    """
     if spec.startswith("unix:"):
         path = spec[5:]
+        if path.startswith("//"):
+            path = path[2:]  # unix:///run/app.sock, as gunicorn also takes it
         if not path:
             raise ListenerError(f"bind '{spec}': empty unix socket path")
         return "unix", path
@@ -62,14 +76,18 @@ def parse_bind(spec: str) -> tuple[str, object]:
             return "fd", int(spec[5:])
         except ValueError:
             raise ListenerError(f"bind '{spec}': fd://N needs a file descriptor number") from None
-    if spec.startswith("["):
-        host, sep, port = spec[1:].partition("]:")
-        if not sep:
+    address = spec[len("tcp://"):] if spec.startswith("tcp://") else spec
+    if address.isdigit():
+        host, port = DEFAULT_HOST, address
+    elif address.startswith("["):
+        host, sep, rest = address[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
             raise ListenerError(f"bind '{spec}': expected [IPV6]:PORT")
+        port = rest[1:] or DEFAULT_PORT
     else:
-        host, sep, port = spec.rpartition(":")
+        host, sep, port = address.rpartition(":")
         if not sep:
-            host, port = spec, "8000"
+            host, port = address, DEFAULT_PORT
         if ":" in host:
             raise ListenerError(f"bind '{spec}': write IPv6 addresses as [ADDRESS]:PORT")
     try:

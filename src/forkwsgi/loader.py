@@ -1,14 +1,16 @@
 """APP specs to WSGI callables.
 
 Owns: the APP spec grammar (``pkg.mod``, ``pkg.mod:attr.sub``,
-``pkg.mod:create_app("prod", debug=False)``), the import path the app is
-imported from (``chdir``, ``pythonpath``, the working directory at
-``sys.path[0]``), and error messages that name the module or attribute that
-failed with the user's own traceback attached.
+``pkg.mod:create_app("prod", debug=False)``), what the app is imported with:
+the import path (``chdir``, ``pythonpath``, the working directory at
+``sys.path[0]``) and the process environment (``env``), and error messages
+that name the module or attribute that failed with the user's own traceback
+attached.
 
 Must never: evaluate anything but literals from a spec (factory arguments go
 through ``ast.literal_eval``, never ``eval``), swallow the original traceback,
-or read settings other than the ones that shape the import path.
+or read settings other than the ones that shape the import path and the
+environment.
 """
 
 from __future__ import annotations
@@ -108,7 +110,12 @@ def _literal_arguments(call: ast.Call, expr: str) -> tuple[tuple[Any, ...], dict
     return args, kwargs
 
 
-# --- import path -----------------------------------------------------------------------------
+# --- what the app is imported with -----------------------------------------------------------
+
+
+def apply_env(cfg: Any) -> None:
+    """The ``env`` setting into os.environ: before anything of the application loads."""
+    os.environ.update(cfg.env)
 
 
 def prepare_import_path(cfg: Any) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from forkwsgi import gunicorn_compat
+
 
 class SettingError(ValueError):
     """A setting got a value it cannot take. ``str()`` is the one-line message."""
@@ -206,14 +208,6 @@ def _octal_mode(value: Any, example: str) -> int:
     return number
 
 
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def to_env(value: Any) -> dict[str, str]:
-    """``KEY=VALUE`` pairs (repeatable flag, TOML list or table)."""
-    if isinstance(value, dict):
-        value = [f"{to_str(k)}={to_str(v)}" for k, v in value.items()]
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
 def to_umask(value: Any) -> int:
     return _octal_mode(value, "022")
 
@@ -223,6 +217,14 @@ def to_mode(value: Any) -> int:
     return _octal_mode(value, "660")
 
 
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def to_env(value: Any) -> dict[str, str]:
+    """``KEY=VALUE`` pairs (repeatable flag, TOML list or table)."""
+    if isinstance(value, dict):
+        value = [f"{to_str(k)}={to_str(v)}" for k, v in value.items()]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
     env: dict[str, str] = {}
     for item in items:
         key, sep, val = to_str(item).partition("=")
@@ -305,12 +307,22 @@ SETTINGS: tuple[Setting, ...] = (
             "On the command line it is the APP argument."),
     # server socket
     Setting("bind", ("-b", "--bind"), to_bind_list, ["127.0.0.1:8000"], "socket",
-            "Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeat for more.",
+            "Address to listen on: HOST:PORT, [IPV6]:PORT (either may start with tcp://), "
+            ":PORT (every IPv4 interface), PORT (on 127.0.0.1), unix:PATH or fd://N. "
+            "Repeat for more.",
             multiple=True),
     Setting("backlog", ("--backlog",), to_positive_int, 2048, "socket",
             "Listen queue length (gunicorn: 2048)."),
     Setting("reuse_port", ("--reuse-port",), to_bool, False, "socket",
             "Set SO_REUSEPORT on TCP listeners.", is_flag=True),
+    Setting("socket_mode", ("--socket-mode",), to_mode, 0o666, "socket",
+            "Permissions of the unix socket files the server creates, in octal, whatever "
+            "the umask; a client needs write permission to connect. The default lets every "
+            "local user connect (as gunicorn's do); 660 with socket_group admits only that "
+            "group. Sockets inherited from systemd or a USR2 parent keep theirs."),
+    Setting("socket_group", ("--socket-group",), to_group, None, "socket",
+            "Group (name or gid) of the unix socket files the server creates, e.g. the group "
+            "nginx runs as; with socket_mode 660 only its members (and the owner) connect."),
     # processes
     Setting("workers", ("-w", "--workers"), to_workers, 1, "process",
             "Number of worker processes, or 'auto' for the CPUs available (cgroup quota aware)."),
@@ -321,14 +333,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_requests", ("--max-requests",), to_nonneg_int, 0, "process",
             "Recycle a worker gracefully after this many requests; 0 disables."),
     Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
-    Setting("socket_mode", ("--socket-mode",), to_mode, 0o666, "socket",
-            "Permissions of the unix socket files the server creates, in octal, whatever "
-            "the umask; a client needs write permission to connect. The default lets every "
-            "local user connect (as gunicorn's do); 660 with socket_group admits only that "
-            "group. Sockets inherited from systemd or a USR2 parent keep theirs."),
-    Setting("socket_group", ("--socket-group",), to_group, None, "socket",
-            "Group (name or gid) of the unix socket files the server creates, e.g. the group "
-            "nginx runs as; with socket_mode 660 only its members (and the owner) connect."),
             "Add a random 0..N to max_requests per worker so they do not all recycle at once."),
     Setting("handoff_after", ("--handoff-after",), to_seconds, 0.01, "process",
             "When a worker has been inside the app this long, its other connections (idle "
@@ -446,34 +450,54 @@ def env_var(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-# gunicorn's names for our settings, so a migrated config file gets a useful hint.
-# They are hints only: accepting two names for one setting would fork the docs.
+# Every long flag of a setting is also a name for it in a config file and the environment
+# (--access-log-format: access_log_format, FORKWSGI_ACCESS_LOG_FORMAT), so what --help shows
+# works everywhere. Other servers' names are not: two vocabularies in one file would have
+# --print-config, the docs and the precedence rules speak of one setting by two names.
+ALIASES: dict[str, str] = {
+    flag[2:].replace("-", "_"): row.name
+    for row in SETTINGS for flag in row.flags
+    if flag.startswith("--") and flag[2:].replace("-", "_") != row.name
+}
+
+
+def canonical(key: str) -> str | None:
+    """The setting a config-file key or environment name stands for, or None."""
+    name = key.replace("-", "_")
+    return name if name in BY_NAME else ALIASES.get(name)
+
+
+# gunicorn's names for our settings, so a migrated config file gets a useful hint; config.py
+# translates a gunicorn*.py config file with the same table.
 GUNICORN_NAMES: dict[str, str] = {
-    "accesslog": "access_logfile",
-    "access_log_format": "access_logformat",
-    "errorlog": "error_logfile",
-    "loglevel": "log_level",
-    "logconfig": "log_config",
-    "logconfig_dict": "log_config",
-    "raw_env": "env",
-    "keepalive": "keep_alive",
-    "proc_name": "name",
-    "pidfile": "pid",
-    "worker_connections": "max_connections",
+    row.name: ours for row in gunicorn_compat.GUNICORN
+    if (ours := gunicorn_compat.our_setting(row)) is not None and ours != row.name
 }
 
 
 def closest(name: str) -> str | None:
-    """The setting ``name`` probably meant (a near miss or a gunicorn name), or None."""
+    """The setting ``name`` probably meant (a near miss or a gunicorn name), or None.
+
+    None for a gunicorn setting forkwsgi does not have: the nearest of ours would
+    point somewhere else (``reload`` is not ``preload``).
+    """
     key = name.lower().replace("-", "_")
     if key in GUNICORN_NAMES:
         return GUNICORN_NAMES[key]
+    if key not in BY_NAME and gunicorn_compat.by_name(key) is not None:
+        return None
     close = difflib.get_close_matches(key, BY_NAME, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
 def suggest(name: str) -> str:
-    """`` (did you mean 'workers'?)`` for a near miss or a gunicorn name, else ''."""
+    """What follows "unknown setting 'x'": `` (did you mean 'workers'?)`` for a near miss
+    or a gunicorn name of one of ours, `` (gunicorn's): <what to do instead>`` for a
+    gunicorn setting forkwsgi does not have, else ''."""
+    key = name.lower().replace("-", "_")
+    row = gunicorn_compat.by_name(key)
+    if row is not None and key not in BY_NAME and gunicorn_compat.our_setting(row) is None:
+        return f" (gunicorn's): {gunicorn_compat.why_not(row)}"
     match = closest(name)
     return f" (did you mean '{match}'?)" if match else ""
 
@@ -505,7 +529,8 @@ def convert(name: str, value: Any) -> Any:
 
 class Config(SimpleNamespace):
     """Resolved settings: one attribute per row (``app`` is the APP spec), plus
-    ``config_file`` (the absolute path file settings came from, or None)."""
+    ``config_file`` (the absolute path file settings came from, or None) and, from
+    ``config.resolve``, ``warnings`` (one-line messages about ignored input)."""
 
     app: str | None
     config_file: str | None
