@@ -121,12 +121,18 @@ def test_generator_body(server):
     assert_validator_happy(server)
 
 
-def test_generator_failing_mid_body_resets_the_connection(server):
-    raw = b""
+def request_until_reset(server, raw: bytes) -> bytes:
+    """What the server sent before it reset the connection (an app failed mid-response)."""
+    data = b""
     with server.connect() as sock, pytest.raises(ConnectionResetError):
-        sock.sendall(get("/generator-fails"))
+        sock.sendall(raw)
         while chunk := sock.recv(65536):
-            raw += chunk
+            data += chunk
+    return data
+
+
+def test_generator_failing_mid_body_resets_the_connection(server):
+    raw = request_until_reset(server, get("/generator-fails"))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert body.startswith(b"c\r\nfirst piece\n\r\n")
@@ -238,8 +244,8 @@ def test_exc_info_before_headers_replaces_the_response(server):
     assert "Traceback" not in log
 
 
-def test_exc_info_after_headers_reraises_and_cuts_the_connection(server):
-    raw = server.request(get("/error-after-headers"))  # reads until the server closes
+def test_exc_info_after_headers_reraises_and_resets_the_connection(server):
+    raw = request_until_reset(server, get("/error-after-headers"))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"transfer-encoding: chunked" in head.lower()
