@@ -5,8 +5,13 @@ uwsgi/FastCGI/SCGI later) to the environ dict: CGI variables, HTTP_* keys,
 ``wsgi.*`` keys, and the forwarded-header rules that decide whether a peer
 may rewrite REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST.
 
+Built in three layers, so each request copies a dict instead of building one:
+``base_environ`` once per worker and listener (server name and port, wsgi.*
+constants), ``connection_environ`` once per connection (the peer's address),
+``build_environ`` per request (the head's keys, then the forwarded rules).
+
 Must never: read from a socket, call the application, or consult settings
-per request (``EnvironBuilder`` binds what it needs once, per worker).
+per request (the worker binds what it needs once, into the base environ).
 """
 
 from __future__ import annotations

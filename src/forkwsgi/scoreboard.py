@@ -4,8 +4,7 @@ Owns: one fixed-size slot per worker in an anonymous shared mapping made by
 the arbiter before any fork: pid, generation, state, heartbeat, the request
 in flight (method, target, client, start time) and counters. Workers write
 their own slot with ``struct.pack_into`` (no syscall); the arbiter reads
-every slot to find deadlines, and later the control endpoint reads it for
-status and metrics.
+every slot to find deadlines and to tell timeouts from idle workers.
 
 Must never: make a syscall on the worker's per-request path, or hold a
 reference to arbiter objects.

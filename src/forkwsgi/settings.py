@@ -6,9 +6,15 @@ argument on the command line). The CLI options, the ``FORKWSGI_*`` environment
 variables, the config-file keys and docs/settings.md are all generated from
 this table; nothing else in the package may invent a setting.
 
-Must never: read files, the environment or argv (that is config.py and
-cli.py), or be consulted on the per-request path (the worker binds what it
-needs to locals at start).
+Converters check a value the moment it is given, so a mistake is one line at
+start and never a worker failing later: ``workers = "auto"`` reads this
+process's CPU affinity and cgroup CPU quota (/proc/self/cgroup and
+/sys/fs/cgroup), and ``user``/``group`` look their name up in the system's
+user database.
+
+Must never: read config files, the environment or argv (that is config.py
+and cli.py), or be consulted on the per-request path (the worker binds what
+it needs to locals at start).
 """
 
 from __future__ import annotations

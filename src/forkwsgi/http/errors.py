@@ -62,9 +62,5 @@ class HeaderFieldsTooLarge(HTTPError):
     status, reason = 431, "Request Header Fields Too Large"
 
 
-class NotImplementedError_(HTTPError):
-    status, reason = 501, "Not Implemented"
-
-
 class VersionNotSupported(HTTPError):
     status, reason = 505, "HTTP Version Not Supported"
