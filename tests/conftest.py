@@ -2,6 +2,12 @@
 
 Every server runs as a subprocess on a free loopback port; readiness is
 polled, never slept for; the finalizer kills the whole tree by PID.
+
+The ``process`` marker: a test that starts a process (the server, nginx, the
+CLI, any subprocess) is marked, automatically when it uses ``serve`` or
+``server``, else by its module's ``pytestmark``. ``pytest -m "not process"``
+runs the in-process tests alone, in seconds; there a test that starts a
+process after all fails, naming itself, so the marker cannot drift.
 """
 
 from __future__ import annotations
@@ -134,7 +140,8 @@ def kill_tree(pid: int) -> None:
                what=f"process tree {pid} to die")
 
 
-def _ready(host: str, port: int, proc: subprocess.Popen) -> bool:
+def listening(host: str, port: int, proc: subprocess.Popen) -> bool:
+    """Whether ``proc`` accepts on ``host:port`` (it must not have exited)."""
     if proc.poll() is not None:
         raise AssertionError(f"forkwsgi exited early with status {proc.returncode}")
     try:
@@ -180,7 +187,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         started.append(server)
         if wait:
             try:
-                wait_until(lambda: _ready(host, port, proc), what="the server to listen")
+                wait_until(lambda: listening(host, port, proc), what="the server to listen")
                 server.wait_workers(workers)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n--- server log ---\n{server.log()}") from None
@@ -200,3 +207,33 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 def server(serve: Callable[..., Server]) -> Server:
     """One worker serving tests/apps.py's echo app (the environ back as JSON)."""
     return serve("tests.apps:echo")
+
+
+# --- the process marker ----------------------------------------------------------------------
+
+PROCESS_FIXTURES = frozenset({"serve", "server"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "process: starts real processes (servers, front-ends, the CLI); "
+        "deselect with -m 'not process' for the quick in-process run")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+
+
+class _NoProcess:
+    def __init__(self, *args, **kwargs) -> None:
+        raise AssertionError("this test starts a process: mark it with pytest.mark.process")
+
+
+@pytest.fixture(autouse=True)
+def _process_marker_is_true(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+                            ) -> None:
+    """Unmarked tests may not start a process (and so cannot slow the quick run down)."""
+    if request.node.get_closest_marker("process") is None:
+        monkeypatch.setattr(subprocess, "Popen", _NoProcess)

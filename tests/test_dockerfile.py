@@ -21,6 +21,7 @@ def _hadolint() -> str | None:
     return str(beside) if beside.exists() else shutil.which("hadolint")
 
 
+@pytest.mark.process
 def test_dockerfile_is_lint_clean():
     hadolint = _hadolint()
     if hadolint is None:

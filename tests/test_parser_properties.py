@@ -14,6 +14,7 @@ in well under 20 seconds.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -229,6 +230,7 @@ def test_mutated_requests(request: tuple[bytes, dict], edits: list, limits: Limi
     check_invariants(bytes(buf), limits)
 
 
+@pytest.mark.process
 def test_fuzz_entry_point_replays_the_corpus():
     """The atheris entry point runs every corpus file through its invariants; the same
     script replays without atheris, so a finding saved by the fuzzer can be rerun here."""

@@ -26,6 +26,8 @@ import pytest
 
 from tests.conftest import FORKWSGI, REPO, kill_tree, wait_until
 
+pytestmark = pytest.mark.process
+
 
 def get(server, path: str = "/", timeout: float = 10.0, close: bool = True) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
