@@ -22,9 +22,9 @@ Every wait but the app's own is here, in the event loop: a slow client costs
 a connection slot and never the worker. With ``request_buffering`` (the
 default) the body is received here too, into a spool, before the app runs.
 
-Must never: parse or frame bytes (the protocol does: ``parse_head`` and
-``body_decoder`` for HTTP), touch the app except through the dispatcher, or
-block on a client.
+Must never: parse or frame bytes (the connection's protocol does, chosen by
+its listener: ``parse_head`` and ``body_decoder`` of forkwsgi.protocols), touch
+the app except through the dispatcher, or block on a client.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import time
 from forkwsgi.dispatch import ABORT, CLOSE, KEEP
 from forkwsgi.environ import connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
-from forkwsgi.http.parser import body_decoder, parse_head
 from forkwsgi.logs import Throttled
 from forkwsgi.netio import pending_bytes
+from forkwsgi.protocols import BY_SCHEME, Protocol, cgi_status_line
 from forkwsgi.request_body import CONTINUE, BodySpool
 
 log = logging.getLogger("forkwsgi.error")
@@ -69,11 +69,11 @@ class Connection:
     """A client connection while the worker holds it."""
 
     __slots__ = ("sock", "fd", "state", "buf", "deadline", "environ", "trusted", "client",
-                 "listener", "head", "decoder", "spool", "body_start", "received",
+                 "listener", "protocol", "head", "decoder", "spool", "body_start", "received",
                  "last_raw", "last_head", "last_environ")
 
     def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
-                 listener: int, state: int, deadline: float) -> None:
+                 listener: int, protocol: Protocol, state: int, deadline: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.state = state
@@ -83,6 +83,7 @@ class Connection:
         self.trusted = trusted
         self.client = client
         self.listener = listener  # index in the worker's listener list
+        self.protocol = protocol  # the listener's wire format
         self.head = None  # BODY: the request whose body is arriving
         self.decoder = None  # BODY: the protocol's decoder for that body's framing
         self.spool: BodySpool | None = None  # BODY and APP: where the body goes
@@ -109,6 +110,7 @@ class Connections:
         self.limits = dispatcher.limits
         self.epoll = epoll
         self.bases = bases  # per listener: (listener, base environ)
+        self.protocols = [BY_SCHEME[listener.protocol] for listener, _ in bases]
         self.listening = {listener.fileno(): index  # listener fd -> its index in bases
                           for index, (listener, _) in enumerate(bases)}
         self.trusted_peers = trusted_peers
@@ -171,7 +173,7 @@ class Connections:
             client = "unix"
             trusted = self.forwarded if "" in self.trusted_peers else frozenset()
         conn = Connection(sock, connection_environ(self.bases[index][1], peer), trusted,
-                          client, index, state, deadline)
+                          client, index, self.protocols[index], state, deadline)
         self.conns[conn.fd] = conn
         self.epoll.register(conn.fd, _EPOLLIN)
         return conn
@@ -208,7 +210,7 @@ class Connections:
                 consumed = len(last)
             else:
                 try:
-                    parsed = parse_head(buf, self.limits)
+                    parsed = conn.protocol.parse_head(buf, self.limits)
                 except HTTPError as error:
                     self.reject(conn, error)
                     return
@@ -235,7 +237,7 @@ class Connections:
     def begin_body(self, conn: Connection, head, buf: bytes) -> bytes | None:
         conn.state = BODY
         conn.head = head
-        conn.decoder = body_decoder(head, self.limits)
+        conn.decoder = conn.protocol.body_decoder(head, self.limits)
         conn.spool = BodySpool(self.spool_memory)
         conn.received = 0
         conn.buf = b""
@@ -306,11 +308,16 @@ class Connections:
         self.log_client_error("rejected a request from %s: %s %s", conn.client, error.status,
                               error.detail)
         try:
-            conn.sock.send(self.error_response(error))
+            conn.sock.send(self.answer(conn, error))
         except OSError:
             self.close(conn)
             return
         self.linger(conn)
+
+    def answer(self, conn: Connection, error: HTTPError) -> bytes:
+        """The server's own answer to ``error``, as the connection's protocol writes one."""
+        data = self.error_response(error)
+        return cgi_status_line(data) if conn.protocol.cgi_status else data
 
     def linger(self, conn: Connection) -> None:
         """Lingering close, as Apache and nginx do: closing with the client's bytes still
@@ -402,8 +409,7 @@ class Connections:
         for conn in victims:
             if conn.state == HEAD:
                 with contextlib.suppress(OSError):
-                    conn.sock.send(self.error_response(
-                        RequestTimeout("shed: the worker is full")))
+                    conn.sock.send(self.answer(conn, RequestTimeout("shed: the worker is full")))
             self.close(conn)
         if victims:
             self.log_shed("worker %s full (%d connections): shed %d of them, oldest idle "

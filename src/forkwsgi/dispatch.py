@@ -17,10 +17,10 @@ import sys
 import time
 import traceback
 
-from forkwsgi.environ import build_environ
 from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, pending_bytes, send_all
+from forkwsgi.protocols import cgi_status_line
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
 from forkwsgi.response import AppError, FileWrapper, Response, date_header
 
@@ -73,7 +73,7 @@ class Dispatcher:
             # head and the connection only): a copy of the pristine one kept from before.
             environ = cached.copy()
         else:
-            environ = build_environ(head, conn.environ, conn.trusted)
+            environ = conn.protocol.environ(head, conn.environ, conn.trusted)
             if cached is None and head is conn.last_head:  # its second time: keep one
                 conn.last_environ = environ.copy()
             elif head is conn.last_head:
@@ -97,7 +97,7 @@ class Dispatcher:
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
                             head.keep_alive and self.keep_alive,
-                            self.server_header, body, self.worker)
+                            self.server_header, body, self.worker, conn.protocol.cgi_status)
         keep = True
         aborted = False
         try:
@@ -112,7 +112,7 @@ class Dispatcher:
             keep = False
             if not response.head_sent:
                 error = exc.http_error
-                self._send_error(sock, self.error_response(error))
+                self._send_error(response, self.error_response(error))
                 response.status = f"{error.status} {error.reason}"
         except Exception:
             keep = False
@@ -177,13 +177,13 @@ class Dispatcher:
             else "Internal Server Error\n"
         payload = text.encode("utf-8", "replace")
         head = _ERROR_500 % (date_header() + self.server_header, len(payload))
-        self._send_error(sock=response.sock, data=head + payload)
+        self._send_error(response, head + payload)
         response.status = "500 Internal Server Error"
         response.headers = []
         response.sent = len(payload)
 
-    def _send_error(self, sock, data: bytes) -> None:
+    def _send_error(self, response: Response, data: bytes) -> None:
         try:
-            send_all(sock, data, 5.0)
+            send_all(response.sock, cgi_status_line(data) if response.cgi_status else data, 5.0)
         except OSError:
             pass

@@ -2,12 +2,14 @@
 
 Owns: parsing ``-b`` values (``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT``,
 ``PORT``, ``HOST``, each with an optional ``tcp://``; ``unix:PATH``,
-``fd://N``), binding them, adopting sockets inherited from a previous
+``fd://N``), each optionally behind a protocol scheme (``uwsgi://``,
+``scgi://``: the wire format its connections speak, kept on the Listener
+for the workers), binding them, adopting sockets inherited from a previous
 arbiter (USR2 upgrade, ``FORKWSGI__FDS``) or from systemd (``LISTEN_FDS``),
 giving the unix socket files this process creates their mode and group
 (``socket_mode``, ``socket_group``), and removing them on exit.
 
-Must never: accept connections (workers do) or know about HTTP.
+Must never: accept connections (workers do) or know a wire format beyond its name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
+
+from forkwsgi.protocols import split_scheme
 
 INHERITED_FDS_ENV = "FORKWSGI__FDS"  # set by an arbiter for its USR2 successor
 SD_LISTEN_FDS_START = 3
@@ -36,18 +40,20 @@ class Listener:
     owned_path: bool = False  # we created the file (so we remove it on exit)
     server_name: str = field(default="")
     server_port: str = field(default="")
+    protocol: str = "http"  # the wire format: a scheme of forkwsgi.protocols.BY_SCHEME
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def __str__(self) -> str:
         if self.unix_path:
-            return f"unix:{self.unix_path}"
+            where = f"unix:{self.unix_path}"
+            return where if self.protocol == "http" else f"{self.protocol}://{where}"
         address = self.sock.getsockname()
         if self.sock.family == socket.AF_INET6:
-            return f"http://[{address[0]}]:{address[1]}"
+            return f"{self.protocol}://[{address[0]}]:{address[1]}"
         if self.sock.family == socket.AF_INET:
-            return f"http://{address[0]}:{address[1]}"
+            return f"{self.protocol}://{address[0]}:{address[1]}"
         return self.spec
 
 
@@ -235,25 +241,25 @@ def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
     adopted = [_adopt_fd(fd) for fd in (inherited or [])]
     listeners: list[Listener] = []
     for spec in binds:
-        kind, address = parse_bind(spec)
+        protocol, where = split_scheme(spec)
+        kind, address = parse_bind(where)
+        owned = False
         if kind == "fd":
             sock = next((s for s in adopted if s.fileno() == address), None)
             if sock is not None:
                 adopted.remove(sock)
             else:
                 sock = _adopt_fd(address)  # type: ignore[arg-type]
-            listeners.append(_describe(sock, spec))
-            continue
-        match = next((s for s in adopted if _same_address(s, kind, address)), None)
-        if match is not None:
-            adopted.remove(match)
-            listeners.append(_describe(match, spec))
+        elif (sock := next((s for s in adopted if _same_address(s, kind, address)),
+                           None)) is not None:
+            adopted.remove(sock)
         elif kind == "unix":
             sock = _unix_socket(address, backlog, socket_mode, gid)  # type: ignore[arg-type]
-            listeners.append(_describe(sock, spec, owned=True))
+            owned = True
         else:
             host, port = address  # type: ignore[misc]
-            listeners.append(_describe(_tcp_socket(host, port, backlog, reuse_port), spec))
+            sock = _tcp_socket(host, port, backlog, reuse_port)
+        listeners.append(_describe(sock, spec, owned, protocol))
     # Inherited sockets nobody asked for: keep serving them (systemd chose them).
     listeners.extend(_describe(sock, f"fd://{sock.fileno()}") for sock in adopted)
     for listener in listeners:
@@ -274,8 +280,9 @@ def _defer_accept(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
 
 
-def _describe(sock: socket.socket, spec: str, owned: bool = False) -> Listener:
-    listener = Listener(sock, spec)
+def _describe(sock: socket.socket, spec: str, owned: bool = False,
+              protocol: str = "http") -> Listener:
+    listener = Listener(sock, spec, protocol=protocol)
     if sock.family == socket.AF_UNIX:
         listener.unix_path = sock.getsockname() or None
         listener.owned_path = owned

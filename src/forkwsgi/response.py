@@ -175,10 +175,11 @@ class Response:
 
     __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
                  "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
-                 "no_body", "body", "owner")
+                 "no_body", "body", "owner", "cgi_status")
 
     def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
-                 keep_alive: bool, server_header: bytes, body=None, owner=None) -> None:
+                 keep_alive: bool, server_header: bytes, body=None, owner=None,
+                 cgi_status: bool = False) -> None:
         self.sock = sock
         self.timeout = timeout
         self.http11 = http11
@@ -197,6 +198,8 @@ class Response:
         # Anything with an ``alive`` flag (the worker): a SIGTERM that arrives while the
         # app runs still puts Connection: close on this response.
         self.owner = owner
+        # A CGI reader (SCGI) wants "Status: 200 OK" where HTTP has its status line.
+        self.cgi_status = cgi_status
 
     # --- PEP 3333 callables ---------------------------------------------------------------
 
@@ -264,6 +267,8 @@ class Response:
             extra += b"Connection: close\r\n"
         elif not self.http11:
             extra += b"Connection: keep-alive\r\n"
+        if self.cgi_status:
+            return b"Status: " + prefix[9:] + extra + b"\r\n"
         return prefix + extra + b"\r\n"
 
     def _send_head(self, body: bytes, body_length: int | None) -> None:

@@ -217,7 +217,7 @@ def parse_head(buf: bytes | bytearray, limits: Limits = _DEFAULT_LIMITS
                 raise BadRequest(f"unsupported Transfer-Encoding {coding!r}")
             chunked = True
         elif length is not None:
-            content_length = _content_length(length, limits)
+            content_length = parse_content_length(length, limits)
         if "connection" in framing:
             # RFC 9112 section 9.3: HTTP/1.1 persists unless "close" is a connection option;
             # HTTP/1.0 persists only with the "keep-alive" option (appendix C.2.2).
@@ -272,7 +272,8 @@ def _all_values(headers: list[tuple[str, str]], lowered: list[str], name: str,
                            if lname == name])
 
 
-def _content_length(value: str, limits: Limits) -> int:
+def parse_content_length(value: str, limits: Limits) -> int:
+    """A Content-Length value (or a gateway's CONTENT_LENGTH) as an int, or the error."""
     # RFC 9110 section 8.6: Content-Length = 1*DIGIT. isascii() keeps out "²" and the other
     # latin-1 characters that str.isdigit() accepts. RFC 9112 section 6.3 item 5: an invalid
     # Content-Length is an unrecoverable framing error, 400; so is "1,1" or "+1" or " 1 1".
