@@ -233,3 +233,14 @@ def meddler(environ, start_response):
     environ["HTTP_HOST"] = "meddled"
     environ["forkwsgi.test.meddled"] = True
     return result
+
+
+def prints(environ, start_response):
+    """Writes to stdout as debugging code does, itself and through a subprocess: under CGI
+    stdout is the response, and none of this may reach it."""
+    import subprocess
+
+    print("printed by the app", flush=True)
+    subprocess.run(["echo", "echoed by a subprocess of the app"], check=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"answered"]

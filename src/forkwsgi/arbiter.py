@@ -143,10 +143,10 @@ class Arbiter:
         return True
 
     def load_app(self) -> bool:
-        from forkwsgi.loader import AppLoadError, load_app
+        from forkwsgi.loader import AppLoadError, load_from_config
 
         try:
-            self.app = load_app(self.cfg.app)
+            self.app = load_from_config(self.cfg)
         except AppLoadError as exc:
             log.error("failed to load the application: %s", exc)
             self.exit_status = BOOT_ERROR

@@ -8,7 +8,9 @@ mistake into one ``forkwsgi: error: ...`` line with exit status 2 (a
 gunicorn flag forkwsgi does not have says what to do instead), printing the
 configuration's warnings as ``forkwsgi: warning: ...`` lines, and the order
 of start-up side effects: ``env`` into os.environ, then chdir and sys.path,
-then the arbiter.
+then the arbiter. ``forkwsgi cgi ...`` (``cgi`` as the first argument only:
+a module named cgi is still served as ``cgi:app`` or ``-- cgi``) parses its own,
+smaller command here and hands the request to cgi_mode.py.
 
 Exit statuses: 0 success; 1 the configuration is valid but the application
 cannot be loaded or the pidfile cannot be written (``--check-config``), or the
@@ -32,20 +34,24 @@ import click
 
 from forkwsgi import __version__, gunicorn_compat, settings
 from forkwsgi.config import ConfigError, dump, resolve
-from forkwsgi.loader import AppLoadError, apply_env, load_app, prepare_import_path
+from forkwsgi.loader import AppLoadError, apply_env, load_apps, prepare_import_path, validate_spec
+from forkwsgi.mount import mount_table
 from forkwsgi.settings import SETTINGS, Config, Setting, SettingError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PROG = "forkwsgi"
 
 HELP = """Serve the WSGI application APP (e.g. myapp:app or 'myapp:create_app()')
-with pre-forked worker processes.
+with pre-forked worker processes; --mount serves more, each under a URL prefix.
 
 \b
 Every option is also an environment variable FORKWSGI_<NAME> and a config
 file key <name> (see docs/settings.md). Precedence: command line >
 environment > config file > default. The config file is -c FILE, else
 ./forkwsgi.toml, else [tool.forkwsgi] in ./pyproject.toml.
+
+'forkwsgi cgi APP' answers one request as a CGI script instead (see
+'forkwsgi cgi --help').
 """
 
 _METAVARS = {
@@ -53,7 +59,7 @@ _METAVARS = {
     settings.to_seconds: "SECONDS", settings.to_workers: "INT|auto", settings.to_umask: "MODE",
     settings.to_mode: "MODE",
     settings.to_env: "KEY=VALUE", settings.to_bind_list: "ADDRESS", settings.to_list: "LIST",
-    settings.to_access_logformat: "FORMAT",
+    settings.to_access_logformat: "FORMAT", settings.to_mounts: "PREFIX=APP",
 }
 
 
@@ -141,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def run(argv: list[str]) -> int:
     """Everything ``main`` does, returning the exit status."""
+    if argv[:1] == ["cgi"]:
+        return run_cgi(argv[1:])
     try:
         with build_command().make_context(PROG, argv) as ctx:
             params = dict(ctx.params)
@@ -165,9 +173,14 @@ def run(argv: list[str]) -> int:
         click.echo(dump(cfg), nl=False)
         if not params["check_config"]:
             return EXIT_OK
-    if cfg.app is None:
+    try:
+        served = mount_table(cfg.app, cfg.mount)
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    if not served:
         _error("no application: give APP (e.g. 'myapp:app'), FORKWSGI_APP, "
-               "or app = \"...\" in the config file")
+               "app = \"...\" in the config file, or --mount PREFIX=APP")
         return EXIT_USAGE
     if params["check_config"]:
         return check(cfg)
@@ -191,7 +204,7 @@ def check(cfg: Config) -> int:
         return EXIT_USAGE
     try:
         prepare_import_path(cfg)
-        app = load_app(cfg.app)
+        apps = load_apps(cfg)
     except AppLoadError as exc:
         _error(str(exc))
         return EXIT_FAILURE
@@ -205,10 +218,21 @@ def check(cfg: Config) -> int:
         except pidfile.PidfileError as exc:
             _error(str(exc))
             return EXIT_FAILURE
-    where = getattr(sys.modules.get(getattr(app, "__module__", "") or ""), "__file__", None)
-    click.echo(f"{PROG}: configuration OK; application {cfg.app!r} loaded"
-               + (f" from {where}" if where else ""))
+    if not cfg.mount:
+        click.echo(f"{PROG}: configuration OK; application {cfg.app!r} loaded"
+                   + _loaded_from(cfg.app))
+        return EXIT_OK
+    served = mount_table(cfg.app, cfg.mount)
+    click.echo(f"{PROG}: configuration OK; mounted applications loaded:")
+    for prefix in sorted(apps, key=len, reverse=True):
+        click.echo(f"  {prefix} = {served[prefix]!r}" + _loaded_from(served[prefix]))
     return EXIT_OK
+
+
+def _loaded_from(spec: str) -> str:
+    """The file of the module a spec names (not the app's class: Django's is Django's)."""
+    where = getattr(sys.modules.get(validate_spec(spec).module), "__file__", None)
+    return f" from {where}" if where else ""
 
 
 def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | None = None) -> int:
@@ -230,3 +254,58 @@ def serve(cfg: Config, reload_config: Callable[[], Config], start_dir: str | Non
     from forkwsgi.arbiter import Arbiter  # imported late: --check-config never needs it
 
     return Arbiter(cfg, reload_config=reload_config, start_dir=start_dir).run()
+
+
+# --- forkwsgi cgi ----------------------------------------------------------------------------
+
+CGI_HELP = """Answer one request as a CGI script: run the WSGI application APP once
+with the request the web server put in the environment (REQUEST_METHOD,
+PATH_INFO, QUERY_STRING...) and the body on stdin; the response goes to
+stdout. For hosts that offer CGI and nothing else.
+
+\b
+APP and these options are also FORKWSGI_<NAME> variables and config file
+keys, as for the server; the other settings do not apply and are ignored.
+Any failure is a line on stderr (the web server's error log) and a 500.
+"""
+
+
+def build_cgi_command() -> click.Command:
+    from forkwsgi.cgi_mode import USED_SETTINGS
+
+    params: list[click.Parameter] = [click.Argument(["app"], required=False, metavar="APP")]
+    params += [_option(row) for row in SETTINGS if row.flags and row.name in USED_SETTINGS]
+    params.append(click.Option(["-c", "--config", "config"], default=None, metavar="FILE",
+                               help="Config file, as for the server. Also FORKWSGI_CONFIG."))
+    return click.Command(f"{PROG} cgi", params=params, help=CGI_HELP,
+                         context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+
+
+def run_cgi(argv: list[str]) -> int:
+    """``forkwsgi cgi ...``: parse the command line; cgi_mode answers the request."""
+    from forkwsgi import cgi_mode
+
+    try:
+        with build_cgi_command().make_context(f"{PROG} cgi", argv) as ctx:
+            params = dict(ctx.params)
+    except click.exceptions.Exit as exc:  # --help
+        return exc.exit_code
+    except click.ClickException as exc:
+        return cgi_mode.refuse(_cgi_usage_line(exc), EXIT_USAGE)
+    cli_values = {name: _raw(value) for name, value in params.items()
+                  if name in settings.BY_NAME and name != "app" and value not in (None, ())}
+    return cgi_mode.answer(cli_values, params["app"], params["config"])
+
+
+def _cgi_usage_line(exc: click.ClickException) -> str:
+    if not isinstance(exc, click.NoSuchOption):
+        return _usage_line(exc)
+    flag = exc.option_name
+    if exc.possibilities:
+        hint = f" (did you mean '{exc.possibilities[0]}'?)"
+    elif any(flag in row.flags for row in SETTINGS):
+        hint = " (a server option; CGI mode takes APP, --chdir, --pythonpath, --env, --config)"
+    else:
+        hint = ""
+    return f"unknown option '{flag}' for '{PROG} cgi'{hint}"

@@ -3,14 +3,15 @@
 Owns: the APP spec grammar (``pkg.mod``, ``pkg.mod:attr.sub``,
 ``pkg.mod:create_app("prod", debug=False)``), what the app is imported with:
 the import path (``chdir``, ``pythonpath``, the working directory at
-``sys.path[0]``) and the process environment (``env``), and error messages
-that name the module or attribute that failed with the user's own traceback
-attached.
+``sys.path[0]``) and the process environment (``env``), loading what a
+configuration serves (``app`` and the ``mount`` table, each spec once,
+composed by mount.py), and error messages that name the module or attribute
+that failed (and the mount prefix) with the user's own traceback attached.
 
 Must never: evaluate anything but literals from a spec (factory arguments go
 through ``ast.literal_eval``, never ``eval``), swallow the original traceback,
-or read settings other than the ones that shape the import path and the
-environment.
+or read settings other than the applications and the ones that shape the
+import path and the environment.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from forkwsgi import mount
 
 # Tried in this order for a bare "pkg.mod" spec: PEP 3333's conventional name first.
 DEFAULT_NAMES = ("application", "app")
@@ -153,6 +156,40 @@ def load_app(spec: str) -> Callable[..., Any]:
             raise AppLoadError(f"application factory {str(parsed)!r} raised "
                                f"{type(exc).__name__}: {exc}", _user_traceback(exc)) from None
     return _check_wsgi_callable(obj, str(parsed))
+
+
+def load_apps(cfg: Any) -> dict[str, Callable[..., Any]]:
+    """Prefix -> loaded application for what ``cfg`` serves: APP alone is ``{'/': app}``.
+
+    A spec mounted at several prefixes is loaded once. AppLoadError names the
+    prefix when the application is a mount.
+    """
+    try:
+        specs = mount.mount_table(cfg.app, getattr(cfg, "mount", None) or {})
+    except ValueError as exc:
+        raise AppLoadError(str(exc)) from None
+    if not specs:
+        raise AppLoadError("no application: give APP or --mount")
+    mounted = len(specs) > 1 or cfg.app is None
+    loaded: dict[str, Callable[..., Any]] = {}
+    apps: dict[str, Callable[..., Any]] = {}
+    for prefix, spec in specs.items():
+        if spec not in loaded:
+            try:
+                loaded[spec] = load_app(spec)
+            except AppLoadError as exc:
+                if not mounted:
+                    raise
+                where = "APP at '/'" if spec == cfg.app else f"mount {prefix!r}"
+                raise AppLoadError(f"{where}: {exc.summary}", exc.details) from None
+        apps[prefix] = loaded[spec]
+    return apps
+
+
+def load_from_config(cfg: Any) -> Callable[..., Any]:
+    """The one WSGI callable a worker serves for ``cfg``: APP itself when nothing is
+    mounted, else the prefix table over every mounted application."""
+    return mount.compose(load_apps(cfg))
 
 
 def _import(module: str) -> Any:

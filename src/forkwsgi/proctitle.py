@@ -8,7 +8,9 @@ from __future__ import annotations
 
 
 def title(role: str, cfg) -> str:
-    return f"forkwsgi: {role} [{cfg.name or cfg.app}]"
+    # With only --mount there is no APP: the mounted specs stand for it.
+    label = cfg.name or cfg.app or " ".join((getattr(cfg, "mount", None) or {}).values())
+    return f"forkwsgi: {role} [{label}]"
 
 
 def set_title(role: str, cfg) -> None:

@@ -261,6 +261,35 @@ def to_app_spec(value: Any) -> str | None:
     return spec
 
 
+def to_mounts(value: Any) -> dict[str, str]:
+    """PREFIX=APP pairs (repeatable flag, TOML table or list): prefix -> APP spec, each
+    prefix and spec checked for syntax only; importing is loader.load_apps' job."""
+    from forkwsgi.loader import validate_spec  # lazy: the table must stay import-light
+    from forkwsgi.mount import check_prefix
+
+    if isinstance(value, dict):
+        pairs = [(to_str(prefix), to_str(spec)) for prefix, spec in value.items()]
+    else:
+        pairs = []
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            # The first '=' splits: a factory's keyword arguments may hold more.
+            prefix, sep, spec = to_str(item).partition("=")
+            if not sep:
+                raise ValueError(f"expected PREFIX=APP (e.g. /api=pkg.api:app), got {item!r}")
+            pairs.append((prefix.strip(), spec.strip()))
+    mounts: dict[str, str] = {}
+    for prefix, spec in pairs:
+        check_prefix(prefix)
+        if prefix in mounts:
+            raise ValueError(f"prefix {prefix!r} is given twice")
+        try:
+            validate_spec(spec)
+        except ValueError as exc:
+            raise ValueError(f"the APP spec at {prefix!r}: {exc}") from None
+        mounts[prefix] = spec.strip()
+    return mounts
+
+
 def to_access_logformat(value: Any) -> str:
     """'json', or gunicorn-style atoms; unknown atoms are caught here, not per request."""
     from forkwsgi.logformat import check_format  # lazy: the table must stay import-light
@@ -311,11 +340,20 @@ SETTINGS: tuple[Setting, ...] = (
             "The WSGI application: 'pkg.mod:app', 'pkg.mod' (finds 'application' then 'app'), "
             "'pkg.mod:obj.attr' or a factory with literal arguments 'pkg.mod:create_app(\"prod\")'. "
             "On the command line it is the APP argument."),
+    Setting("mount", ("--mount",), to_mounts, {}, "application",
+            "Serve an application under a URL prefix: PREFIX=APP, e.g. '/api=pkg.api:app'. "
+            "Repeat for more; in a file, a table ([mount] with \"/api\" = \"pkg.api:app\"). "
+            "The longest prefix that matches the path on a segment boundary wins and gets "
+            "the prefix in SCRIPT_NAME; APP, if given too, is served at '/'; a path no prefix "
+            "takes gets a 404.",
+            multiple=True),
     # server socket
     Setting("bind", ("-b", "--bind"), to_bind_list, ["127.0.0.1:8000"], "socket",
             "Address to listen on: HOST:PORT, [IPV6]:PORT (either may start with tcp://), "
-            ":PORT (every IPv4 interface), PORT (on 127.0.0.1), unix:PATH or fd://N. "
-            "Repeat for more.",
+            ":PORT (every IPv4 interface), PORT (on 127.0.0.1), unix:PATH or fd://N; "
+            "behind uwsgi:// or scgi:// (e.g. uwsgi://unix:/run/app.sock) the listener "
+            "speaks that gateway protocol to a front-end instead of HTTP "
+            "(docs/gateways.md). Repeat for more.",
             multiple=True),
     Setting("backlog", ("--backlog",), to_positive_int, 2048, "socket",
             "Listen queue length (gunicorn: 2048)."),

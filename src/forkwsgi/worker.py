@@ -119,10 +119,10 @@ class Worker:
 
     def _load_app(self) -> bool:
         if self.app is None:
-            from forkwsgi.loader import AppLoadError, load_app
+            from forkwsgi.loader import AppLoadError, load_from_config
 
             try:
-                self.app = load_app(self.cfg.app)
+                self.app = load_from_config(self.cfg)
             except AppLoadError as exc:
                 log.error("worker %s failed to load the application: %s", self.pid, exc)
                 return False
