@@ -100,6 +100,17 @@ def _forkwsgi(port: int, workers: int, scratch: Path) -> list[str]:
             "--log-level", "warning", "apps:app"]
 
 
+def forkwsgi_from(src: Path) -> Callable[[int, int, Path], list[str]]:
+    """forkwsgi imported from ``src`` ahead of the run's PYTHONPATH (``--base``: the same
+    server as another revision, side by side with this one in the same run)."""
+    boot = (f"import runpy, sys; sys.path.insert(0, {str(src)!r}); "
+            "runpy.run_module('forkwsgi', run_name='__main__')")
+
+    def argv(port: int, workers: int, scratch: Path) -> list[str]:
+        return [PYTHON, "-c", boot, *_forkwsgi(port, workers, scratch)[3:]]
+    return argv
+
+
 def _gunicorn(parser: str) -> Callable[[int, int, Path], list[str]]:
     def argv(port: int, workers: int, scratch: Path) -> list[str]:
         return [str(BIN / "gunicorn"), "-b", f"{HOST}:{port}", "-w", str(workers),
@@ -1021,6 +1032,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chart", type=Path, default=None,
                    help="PNG path (default docs/performance.png; results/ with --quick)")
     p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--base", default=None, metavar="REV",
+                   help="also run forkwsgi from src/ of this git revision, as server "
+                        "'forkwsgi-base' (a regression check in the same run)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 2, 1
@@ -1069,6 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
     with session(args.max_minutes, args.client_cpu, res) as launcher:
         say(f"estimated {estimate / 60:.0f} min (cap {args.max_minutes:g} min); "
             f"scratch {launcher.scratch}")
+        if args.base:
+            (base_src,), where = forkwsgi_source(args.base, launcher.scratch)
+            servers.append(Server(f"{OURS}-base", f"1 worker, {where}",
+                                  forkwsgi_from(base_src), "forkwsgi"))
         if "throughput" in phases:
             say(f"throughput: {len(servers)} servers × {len(scenarios)} scenarios × "
                 f"{cfg.rounds} rounds")
