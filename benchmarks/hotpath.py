@@ -29,6 +29,7 @@ from forkwsgi.environ import (  # noqa: E402
     connection_environ,
 )
 from forkwsgi.http.parser import parse_head  # noqa: E402
+from forkwsgi.protocols.http import HTTP  # noqa: E402
 from forkwsgi.response import Response, date_header  # noqa: E402
 from forkwsgi.settings import make_config  # noqa: E402
 
@@ -62,7 +63,7 @@ def main() -> None:
     client.setblocking(False)
     conn = Connection(server, connection_environ(base_environ("127.0.0.1", "8000", True),
                                                  ("127.0.0.1", 5555)),
-                      frozenset(), "127.0.0.1:5555", 0, HEAD, 0.0)
+                      frozenset(), "127.0.0.1:5555", 0, HTTP, HEAD, 0.0)
     epoll = select.epoll()
     pool = Connections(_Worker(), dispatcher, epoll, cfg, [], TrustedPeers([]), frozenset())
     pool.conns[conn.fd] = conn
