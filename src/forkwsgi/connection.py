@@ -43,7 +43,7 @@ from forkwsgi.environ import connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.logs import Throttled
 from forkwsgi.netio import pending_bytes
-from forkwsgi.protocols import BY_SCHEME, Protocol, cgi_status_line
+from forkwsgi.protocols import BY_SCHEME, Control, Protocol, cgi_status_line
 from forkwsgi.request_body import CONTINUE, BodySpool
 
 log = logging.getLogger("forkwsgi.error")
@@ -221,10 +221,16 @@ class Connections:
                     conn.buf = buf
                     return
                 head, consumed = parsed
+                if head.__class__ is Control:
+                    buf = self.control(conn, head, buf[consumed:])
+                    if buf is None:
+                        return
+                    continue
                 conn.last_raw = buf[:consumed]
                 conn.last_head = head
                 conn.last_environ = False  # the dispatcher keeps one once it repeats
-            if self.buffering and (head.content_length or head.chunked):
+            if (head.content_length or head.chunked) and (
+                    self.buffering or conn.protocol.buffers_body):
                 buf = self.begin_body(conn, head, buf[consumed:])
             else:
                 buf = self.run(conn, head, buf[consumed:], None)
@@ -233,6 +239,26 @@ class Connections:
         conn.buf = b""
         conn.state = IDLE
         conn.deadline = time.monotonic() + self.keep_alive
+
+    def control(self, conn: Connection, message: Control, buf: bytes) -> bytes | None:
+        """A protocol message that is no request (see protocols.base.Control); the bytes
+        after it, or None when the connection is closing."""
+        if message.reply:
+            try:
+                conn.sock.sendall(message.reply)  # small: a pong, a management answer
+            except OSError:
+                self.close(conn)
+                return None
+        if message.close:
+            self.linger(conn)
+            return None
+        if message.peer is not None:
+            addr, port = message.peer
+            conn.environ = {**conn.environ, "REMOTE_ADDR": addr, "REMOTE_PORT": port}
+            conn.client = f"{addr}:{port}" if port else addr
+        if message.protocol is not None:
+            conn.protocol = message.protocol
+        return buf
 
     def begin_body(self, conn: Connection, head, buf: bytes) -> bytes | None:
         conn.state = BODY
@@ -316,6 +342,8 @@ class Connections:
 
     def answer(self, conn: Connection, error: HTTPError) -> bytes:
         """The server's own answer to ``error``, as the connection's protocol writes one."""
+        if error.wire is not None:
+            return error.wire  # the protocol's own answer (a FastCGI END_REQUEST, say)
         data = self.error_response(error)
         return cgi_status_line(data) if conn.protocol.cgi_status else data
 

@@ -20,7 +20,7 @@ import traceback
 from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, pending_bytes, send_all
-from forkwsgi.protocols import cgi_status_line
+from forkwsgi.protocols import cgi_status_line, frame_whole
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
 from forkwsgi.response import AppError, FileWrapper, Response, date_header
 
@@ -94,10 +94,12 @@ class Dispatcher:
             else:
                 body = NO_BODY  # RFC 9112 section 6.3: no length, no chunking: no body
             environ["wsgi.input"] = body
+        protocol = conn.protocol
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
                             head.keep_alive and self.keep_alive,
-                            self.server_header, body, self.worker, conn.protocol.cgi_status)
+                            self.server_header, body, self.worker, protocol.cgi_status,
+                            protocol.framer and protocol.framer(head))
         keep = True
         aborted = False
         try:
@@ -184,6 +186,10 @@ class Dispatcher:
 
     def _send_error(self, response: Response, data: bytes) -> None:
         try:
-            send_all(response.sock, cgi_status_line(data) if response.cgi_status else data, 5.0)
+            if response.framer is not None:
+                data = frame_whole(response.framer, data)
+            elif response.cgi_status:
+                data = cgi_status_line(data)
+            send_all(response.sock, data, 5.0)
         except OSError:
             pass

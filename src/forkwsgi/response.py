@@ -175,11 +175,11 @@ class Response:
 
     __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
                  "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
-                 "no_body", "body", "owner", "cgi_status")
+                 "no_body", "body", "owner", "cgi_status", "framer")
 
     def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
                  keep_alive: bool, server_header: bytes, body=None, owner=None,
-                 cgi_status: bool = False) -> None:
+                 cgi_status: bool = False, framer=None) -> None:
         self.sock = sock
         self.timeout = timeout
         self.http11 = http11
@@ -200,6 +200,9 @@ class Response:
         self.owner = owner
         # A CGI reader (SCGI) wants "Status: 200 OK" where HTTP has its status line.
         self.cgi_status = cgi_status
+        # A protocol that wraps responses in its own messages (FastCGI, AJP): see
+        # protocols.base.Framer. Its messages end the body, so nothing is chunked.
+        self.framer = framer
 
     # --- PEP 3333 callables ---------------------------------------------------------------
 
@@ -252,7 +255,7 @@ class Response:
             # HEAD gets the length a GET would have had (RFC 9110 section 9.3.2)
             extra += b"Content-Length: %d\r\n" % body_length
             self.length = body_length
-        elif self.head_only:
+        elif self.head_only or self.framer is not None:
             pass
         elif self.http11:
             self.chunked = True
@@ -263,17 +266,31 @@ class Response:
                                 or self.body is not None and not self.body.can_drain()
                                 or b"c" in own):
             self.keep_alive = False
+        if self.cgi_status or self.framer is not None:
+            # A gateway's front-end owns the client's connection: no Connection field.
+            head = prefix + extra + b"\r\n"
+            return b"Status: " + head[9:] if self.cgi_status else head
         if not self.keep_alive:
             extra += b"Connection: close\r\n"
         elif not self.http11:
             extra += b"Connection: keep-alive\r\n"
-        if self.cgi_status:
-            return b"Status: " + prefix[9:] + extra + b"\r\n"
         return prefix + extra + b"\r\n"
 
-    def _send_head(self, body: bytes, body_length: int | None) -> None:
+    def _send_head(self, body: bytes, body_length: int | None, last: bool = False) -> None:
+        """The head, with ``body`` (and, with ``last``, the end of the response) in one send."""
         head = self._compile_head(body_length)
         self.head_sent = True
+        framer = self.framer
+        if framer is not None:
+            if self.no_body:
+                body = b""
+            elif self.length is not None and self.sent + len(body) > self.length:
+                body = body[:self.length - self.sent]
+            data = framer.head(head) + (framer.body(body) if body else b"")
+            send_all(self.sock, data + framer.end(self.keep_alive) if last else data,
+                     self.timeout)
+            self.sent += len(body)
+            return
         if self.no_body:
             send_all(self.sock, head, self.timeout)
             return
@@ -295,7 +312,13 @@ class Response:
     def _send_body(self, data: bytes) -> None:
         if not data or self.no_body:
             return
-        if self.chunked:
+        if self.framer is not None:
+            if self.length is not None and self.sent + len(data) > self.length:
+                data = data[:self.length - self.sent]
+                if not data:
+                    return
+            send_all(self.sock, self.framer.body(data), self.timeout)
+        elif self.chunked:
             send_parts(self.sock, [b"%x\r\n" % len(data), data, b"\r\n"], self.timeout)
         else:
             if self.length is not None and self.sent + len(data) > self.length:
@@ -314,16 +337,18 @@ class Response:
         if not self.head_sent:
             # An empty body for HEAD says nothing of the GET's length: announce none
             # rather than a false 0 (RFC 9110 section 8.6).
-            self._send_head(body, len(body) if body or not self.head_only else None)
-        else:
-            self._send_body(body)
-            if self.chunked:
-                send_all(self.sock, b"0\r\n\r\n", self.timeout)
+            self._send_head(body, len(body) if body or not self.head_only else None, True)
+            return
+        self._send_body(body)
+        if self.chunked:
+            send_all(self.sock, b"0\r\n\r\n", self.timeout)
+        elif self.framer is not None:
+            send_all(self.sock, self.framer.end(self.keep_alive), self.timeout)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """sendfile() a regular file; False if it must be iterated instead."""
-        if self.head_sent or self.status is None:
-            return False
+        if self.head_sent or self.status is None or self.framer is not None:
+            return False  # a framed response wraps every piece: iterate the file
         span = wrapper.sendfile_span()
         if span is None:
             return False
@@ -342,9 +367,11 @@ class Response:
         if self.status is None:
             raise AppError("the app returned without calling start_response()")
         if not self.head_sent:
-            self._send_head(b"", None if self.head_only else 0)  # HEAD: see send_whole
+            self._send_head(b"", None if self.head_only else 0, True)  # HEAD: see send_whole
         elif self.chunked:
             send_all(self.sock, b"0\r\n\r\n", self.timeout)
+        elif self.framer is not None:
+            send_all(self.sock, self.framer.end(self.keep_alive), self.timeout)
 
     @property
     def complete(self) -> bool:

@@ -19,10 +19,13 @@ class HTTPError(Exception):
 
     status = 400
     reason = "Bad Request"
+    wire: bytes | None = None  # a protocol's own answer, sent instead of ``response()``
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(self, detail: str = "", wire: bytes | None = None) -> None:
         super().__init__(detail or self.reason)
         self.detail = detail or self.reason
+        if wire is not None:
+            self.wire = wire
 
     def response(self, fields: bytes = b"") -> bytes:
         """The whole response: status line, ``fields`` (the server's Date and Server lines,

@@ -1,5 +1,11 @@
 """The Protocol contract: what one wire format gives the worker.
 
+Owns: ``Protocol`` (the functions a wire format provides), ``Control`` (what
+``parse_head`` returns for a message that is not a request: a PROXY preamble,
+a FastCGI management record, an AJP ping), the ``Framer`` interface (how a
+protocol wraps a response that the dispatcher writes as HTTP: FastCGI
+records, AJP packets) and the helpers to frame a whole response.
+
 Must never: import a protocol module (they import this one).
 """
 
@@ -12,11 +18,13 @@ from typing import Any
 class Protocol:
     """One wire format's functions; see each attribute."""
 
-    __slots__ = ("name", "parse_head", "body_decoder", "environ", "cgi_status")
+    __slots__ = ("name", "parse_head", "body_decoder", "environ", "cgi_status", "framer",
+                 "buffers_body")
 
     def __init__(self, name: str, parse_head: Callable[..., Any],
                  body_decoder: Callable[..., Any], environ: Callable[..., dict],
-                 cgi_status: bool = False) -> None:
+                 cgi_status: bool = False, framer: Callable[..., Any] | None = None,
+                 buffers_body: bool = False) -> None:
         self.name = name
         # parse_head(buf, limits) -> (head, consumed) | None; raises HTTPError (its status
         # is the answer). ``head`` has RequestHead's fields (http/parser.py).
@@ -28,6 +36,59 @@ class Protocol:
         # The response starts "Status: 200 OK" (a CGI response: SCGI) rather than
         # "HTTP/1.1 200 OK" (HTTP, and uwsgi, whose front-ends read an HTTP status line).
         self.cgi_status = cgi_status
+        # framer(head) -> a Framer for this request's response, when the protocol wraps
+        # responses in its own messages; None: the response goes out as written.
+        self.framer = framer
+        # The body is framed by the protocol's own messages, so the event loop always
+        # receives it (request_buffering off cannot stream it to the app from the socket).
+        self.buffers_body = buffers_body
+
+
+class Control:
+    """A message that is not a request, as ``parse_head`` returns it in place of a head.
+
+    The connection sends ``reply`` (if any); then, with ``peer``, the client's
+    address as the front-end vouches for it (``(addr, port)``) replaces the
+    socket's; with ``protocol``, the connection speaks that one from here on (a
+    PROXY preamble, then HTTP); with ``close``, it closes once ``reply`` is sent.
+    """
+
+    __slots__ = ("reply", "peer", "protocol", "close")
+
+    def __init__(self, reply: bytes = b"", peer: tuple[str, str] | None = None,
+                 protocol: Protocol | None = None, close: bool = False) -> None:
+        self.reply = reply
+        self.peer = peer
+        self.protocol = protocol
+        self.close = close
+
+
+class Framer:
+    """How one response is wrapped on the wire (FastCGI records, AJP packets).
+
+    The dispatcher writes a response as HTTP would be written, without chunking
+    and without a Connection field: ``head`` gets the head (status line and
+    fields, through the blank line), ``body`` each piece of the body, and
+    ``end`` marks the end, saying whether the connection stays open for the
+    next request. Each returns the bytes to send.
+    """
+
+    def head(self, head: bytes) -> bytes:
+        raise NotImplementedError
+
+    def body(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def end(self, keep: bool) -> bytes:
+        raise NotImplementedError
+
+
+def frame_whole(framer: Framer, response: bytes, keep: bool = False) -> bytes:
+    """A complete HTTP-form response (an error answer) as ``framer`` sends it."""
+    head, sep, body = response.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+    wrapped = framer.head(b"\r\n".join(lines) + sep)
+    return wrapped + (framer.body(body) if body else b"") + framer.end(keep)
 
 
 def cgi_status_line(response: bytes) -> bytes:
