@@ -289,6 +289,12 @@ class Connections:
             conn.spool.write(decoded)
         conn.received += len(data)
         if not decoder.done:
+            if decoder.reply:  # a protocol that asks for its body piece by piece (AJP13)
+                try:
+                    conn.sock.sendall(decoder.take_reply())
+                except OSError:
+                    self.close(conn)
+                    return None
             conn.deadline = time.monotonic() + self.body_timeout
             return None
         head = conn.head

@@ -496,6 +496,7 @@ class LengthDecoder:
     """
 
     __slots__ = ("done", "trailers", "unused", "_left")
+    reply = b""  # bytes to send the client to get more of the body: never, for HTTP
 
     def __init__(self, length: int) -> None:
         self._left = length
@@ -542,6 +543,7 @@ class ChunkedDecoder:
 
     __slots__ = ("limits", "done", "trailers", "unused", "_buf", "_left", "_state", "_total",
                  "_extensions")
+    reply = b""  # bytes to send the client to get more of the body: never, for HTTP
 
     def __init__(self, limits: Limits = _DEFAULT_LIMITS) -> None:
         self.limits = limits

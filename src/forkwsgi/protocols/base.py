@@ -29,7 +29,9 @@ class Protocol:
         # parse_head(buf, limits) -> (head, consumed) | None; raises HTTPError (its status
         # is the answer). ``head`` has RequestHead's fields (http/parser.py).
         self.parse_head = parse_head
-        # body_decoder(head, limits) -> a decoder: feed(bytes) -> body bytes; done; unused.
+        # body_decoder(head, limits) -> a decoder: feed(bytes) -> body bytes; done; unused
+        # (the bytes after the body); reply (truthy when the protocol must ask the client
+        # for more, as AJP13's GET_BODY_CHUNK; take_reply() returns and clears it).
         self.body_decoder = body_decoder
         # environ(head, connection environ, trusted keys) -> the request's environ.
         self.environ = environ
