@@ -288,13 +288,13 @@ class Connections:
         if decoded:
             conn.spool.write(decoded)
         conn.received += len(data)
+        if decoder.reply:  # the protocol asks for more of the body (AJP13), or answers
+            try:           # a record beside it (FastCGI)
+                conn.sock.sendall(decoder.take_reply())
+            except OSError:
+                self.close(conn)
+                return None
         if not decoder.done:
-            if decoder.reply:  # a protocol that asks for its body piece by piece (AJP13)
-                try:
-                    conn.sock.sendall(decoder.take_reply())
-                except OSError:
-                    self.close(conn)
-                    return None
             conn.deadline = time.monotonic() + self.body_timeout
             return None
         head = conn.head

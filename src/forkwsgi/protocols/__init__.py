@@ -14,13 +14,18 @@ serves every connection of its listeners), or call the application.
 
 from __future__ import annotations
 
-from forkwsgi.protocols import gateway, http
+from forkwsgi.protocols import fastcgi, gateway, http
 from forkwsgi.protocols.base import Control, Framer, Protocol, cgi_status_line, frame_whole
 
 __all__ = ["BY_SCHEME", "Control", "Framer", "Protocol", "cgi_status_line", "frame_whole",
            "split_scheme"]
 
-BY_SCHEME: dict[str, Protocol] = {"http": http.HTTP, "uwsgi": gateway.UWSGI, "scgi": gateway.SCGI}
+BY_SCHEME: dict[str, Protocol] = {
+    "http": http.HTTP,
+    "uwsgi": gateway.UWSGI,
+    "scgi": gateway.SCGI,
+    "fastcgi": fastcgi.FASTCGI,
+}
 
 
 def split_scheme(spec: str) -> tuple[str, str]:

@@ -77,7 +77,7 @@ def parse_uwsgi(buf: bytes | bytearray, limits: Limits) -> tuple[GatewayHead, in
         variables[name] = value
         if len(variables) > most:
             raise HeaderFieldsTooLarge(f"more than {most} uwsgi variables")
-    return _head(variables, limits), end
+    return head_from_variables(variables, limits), end
 
 
 def _uwsgi_string(buf: bytes | bytearray, at: int, end: int) -> tuple[str, int]:
@@ -122,13 +122,14 @@ def parse_scgi(buf: bytes | bytearray, limits: Limits) -> tuple[GatewayHead, int
     variables = dict(zip(parts[::2], parts[1::2], strict=True))
     if variables.get("SCGI") != "1":
         raise BadRequest("SCGI variables lack SCGI=1")
-    return _head(variables, limits), end + 1
+    return head_from_variables(variables, limits), end + 1
 
 
 # --- shared -----------------------------------------------------------------------------------
 
 
-def _head(variables: dict[str, str], limits: Limits) -> GatewayHead:
+def head_from_variables(variables: dict[str, str], limits: Limits) -> GatewayHead:
+    """The request a front-end's CGI variables describe (uwsgi, SCGI, FastCGI)."""
     method = variables.get("REQUEST_METHOD", "")
     if not method or not method.isascii() or not method.isalpha():
         raise BadRequest("no valid REQUEST_METHOD among the gateway variables")
@@ -185,7 +186,7 @@ def gateway_environ(head: GatewayHead, conn_environ: dict, trusted: frozenset[st
     script_name = environ["SCRIPT_NAME"]
     if trusted:
         for key in _TRUSTED_KEYS:
-            if key in variables:
+            if variables.get(key):  # nginx sends REMOTE_USER "" without authentication
                 environ[key] = variables[key]
         if variables.get("HTTPS", "").lower() in ("on", "1") or \
                 variables.get("REQUEST_SCHEME") == "https":
