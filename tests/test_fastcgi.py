@@ -356,6 +356,11 @@ def test_behind_apache(serve, tmp_path):
         status, _, streamed = fetch(port, "GET", "/stream")
         assert (status, streamed) == (200, b"".join(b"part %d\n" % i for i in range(5)))
         assert fetch(port, "GET", "/status/204")[::2] == (204, b"")
+        seen = saw(port, "POST", "/chunked", iter([b"a" * 1000, b"b" * 5000]),
+                   {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+        assert seen["body"] == "a" * 1000 + "b" * 5000
+        status, headers, body = fetch(port, "HEAD", "/x")
+        assert (status, body, headers.get("Content-Type")) == (200, b"", "application/json")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)

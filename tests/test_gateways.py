@@ -24,7 +24,7 @@ from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits
 from forkwsgi.protocols import BY_SCHEME, split_scheme
 from forkwsgi.protocols.gateway import gateway_environ, parse_scgi, parse_uwsgi
-from tests.conftest import free_port, wait_until
+from tests.conftest import FORKWSGI, REPO, free_port, kill_tree, wait_until
 
 LIMITS = Limits(body=1 << 30)
 
@@ -381,3 +381,44 @@ def test_behind_apache(apache_gateway, protocol):
     assert (status, streamed) == (200, b"".join(b"part %d\n" % i for i in range(5)))
     status, _, empty = fetch(port, "GET", "/status/204")
     assert (status, empty) == (204, b"")
+    # mod_proxy_uwsgi and mod_proxy_scgi need a Content-Length: httpd itself answers a
+    # chunked upload with 411 (documented in docs/gateways.md); forkwsgi never sees it.
+    status, _, _ = fetch(port, "POST", "/chunked", iter([b"a" * 1000, b"b" * 5000]),
+                         {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+    assert status == 411
+    status, headers, body = fetch(port, "HEAD", "/anything")
+    assert (status, body, headers.get("Content-Type")) == (200, b"", "application/json")
+
+
+@pytest.mark.process
+def test_an_inherited_socket_speaks_the_protocol_its_bind_names(tmp_path):
+    # Socket activation and USR2 hand over descriptors: fd://N takes a scheme like any
+    # address, so a systemd socket for uwsgi is -b uwsgi://fd://3.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port, fd = listener.getsockname()[1], listener.fileno()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    with open(tmp_path / "fd.log", "wb") as log:
+        proc = subprocess.Popen([*FORKWSGI, "-b", f"uwsgi://fd://{fd}", "tests.gateway_apps:app"],
+                                cwd=REPO, env=env, pass_fds=[fd], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    listener.close()
+    try:
+        def answer() -> bytes | None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                          2) as sock:
+                sock.sendall(uwsgi_packet({"REQUEST_METHOD": "GET", "REQUEST_URI": "/x?y=1",
+                                           "QUERY_STRING": "y=1", "PATH_INFO": "/x"}))
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                return data or None
+            return None
+
+        reply = wait_until(answer, what="the inherited socket to answer uwsgi")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert json.loads(body)["QUERY_STRING"] == "y=1"
+    finally:
+        kill_tree(proc.pid)
