@@ -647,3 +647,19 @@ def test_bodies_arrive_intact_in_memory_or_spooled(serve, buffering):
                         assert result["longest"] == max(map(len, lines), default=0), label
                     elif way.startswith("/readline?hint="):
                         assert result["longest"] <= 1000, label
+
+
+def test_the_handoff_queue_never_blocks_a_worker():
+    """A worker woken for a batch that a sibling took first must find the queue empty, not
+    wait in recv for the next one (nor a custodian in send on a full queue): both ends are
+    non-blocking, whatever socket.recv_fds/send_fds do with their flags argument."""
+    from forkwsgi.handoff import make_pair
+
+    send, receive = make_pair()
+    with send, receive:
+        assert not send.getblocking() and not receive.getblocking()
+        with pytest.raises(BlockingIOError):
+            socket.recv_fds(receive, 1024, 4)
+        with pytest.raises(BlockingIOError):
+            for _ in range(10_000):  # fill the queue: the send that does not fit fails
+                socket.send_fds(send, [b"x" * 60_000], [receive.fileno()])

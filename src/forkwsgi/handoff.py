@@ -46,6 +46,7 @@ log = logging.getLogger("forkwsgi.error")
 _RECORD = struct.Struct("<HBdI")
 MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
 MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
+MAX_BATCHES = 8  # batches adopted in one turn, a bound on its work (the queue holds few)
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -53,6 +54,12 @@ def make_pair() -> tuple[socket.socket, socket.socket]:
     send, receive = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     for sock in (send, receive):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * MAX_MESSAGE)
+        # Non-blocking for every worker (O_NONBLOCK belongs to the shared file description).
+        # socket.send_fds and recv_fds drop their flags argument (CPython gh-107898, fixed
+        # only in recent releases), so MSG_DONTWAIT alone would not do: a worker that epoll
+        # woke for a batch a sibling took first would block in recv until the next batch,
+        # and a custodian would block in send, holding its lock, on a full queue.
+        sock.setblocking(False)
     return send, receive
 
 
@@ -133,8 +140,7 @@ class Handoff:
             payload = b"".join(_RECORD.pack(c.listener, c.state, c.deadline, len(c.buf)) + c.buf
                                for c in batch)
             try:
-                socket.send_fds(self.send_sock, [payload], [c.fd for c in batch],
-                                socket.MSG_DONTWAIT)
+                socket.send_fds(self.send_sock, [payload], [c.fd for c in batch])
             except OSError as exc:  # the queue is full: the rest stay here
                 log.debug("handoff: could not send %d connection(s): %s", len(batch), exc)
                 break
@@ -152,16 +158,8 @@ class Handoff:
 
     # --- receiving (the loop) -----------------------------------------------------------------
 
-    def receive(self) -> None:
-        """Adopt one batch of connections a sibling sent, if one is waiting."""
-        try:
-            payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
-                                                     MAX_FDS, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return  # another worker took it
-        log.debug("handoff: took %d connection(s) (%d bytes)", len(fds), len(payload))
-        if flags & socket.MSG_CTRUNC:
-            log.warning("handoff: descriptors lost in transit (open-file limit?)")
+    def _adopt(self, payload: bytes, fds: list[int]) -> list:
+        """One batch's connections, added to this worker's set, in the order they came."""
         set_ = self.conns
         adopted = []
         offset = 0
@@ -183,9 +181,27 @@ class Handoff:
             conn = set_.add(sock, peer, index, state, deadline)
             conn.buf = buf
             adopted.append(conn)
+        return adopted
+
+    def receive(self) -> None:
+        """Adopt every batch of connections waiting in the queue (a few at most), then serve
+        them oldest first. One batch at a time would leave the older batches queued behind
+        this worker's own newer requests: the queue is FIFO, so take all of it."""
+        adopted = []
+        for _ in range(MAX_BATCHES):
+            try:
+                payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
+                                                         MAX_FDS)
+            except (BlockingIOError, InterruptedError):
+                break  # the queue is empty, or another worker took the rest
+            log.debug("handoff: took %d connection(s) (%d bytes)", len(fds), len(payload))
+            if flags & socket.MSG_CTRUNC:
+                log.warning("handoff: descriptors lost in transit (open-file limit?)")
+            adopted += self._adopt(payload, fds)
         # They have waited longest (a busy worker held them, then the queue): serve what
         # they sent before this worker's own newer requests, in the order they came.
-        conns = set_.conns
+        conns = self.conns.conns
+        set_ = self.conns
         for conn in adopted:
             if conns.get(conn.fd) is conn:  # not closed or moved on by an app call since
                 set_.readable(conn)

@@ -209,6 +209,13 @@ class Worker:
                 # Before this batch's requests: the handler has run by the time poll returns,
                 # so nothing that arrived after USR1 is logged to the old file.
                 self._reopen_logs()
+            if handoff_fd >= 0 and len(events) > 1:
+                # Connections a sibling handed over have waited longest: adopt and serve
+                # them before this batch's own requests, which epoll may list first.
+                for index, (fd, _mask) in enumerate(events):
+                    if fd == handoff_fd:
+                        events.insert(0, events.pop(index))
+                        break
             for fd, _mask in events:
                 conn = conns.get(fd)
                 if conn is not None:
