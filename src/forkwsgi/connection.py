@@ -39,11 +39,12 @@ import threading
 import time
 
 from forkwsgi.dispatch import ABORT, CLOSE, KEEP
-from forkwsgi.environ import connection_environ
+from forkwsgi.environ import TrustedPeers, connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.logs import Throttled
 from forkwsgi.netio import pending_bytes
 from forkwsgi.protocols import BY_SCHEME, Control, Protocol, cgi_status_line
+from forkwsgi.protocols.proxy import PROXIED
 from forkwsgi.request_body import CONTINUE, BodySpool
 
 log = logging.getLogger("forkwsgi.error")
@@ -115,6 +116,12 @@ class Connections:
                           for index, (listener, _) in enumerate(bases)}
         self.trusted_peers = trusted_peers
         self.forwarded = forwarded
+        # Per listener: who may connect (proxy_allow_from) to one whose connections open
+        # with a PROXY preamble, since the preamble names the peer; None for the others.
+        allowed = TrustedPeers(cfg.proxy_allow_from) \
+            if PROXIED.intersection(self.protocols) else None
+        self.preamble_from = [allowed if protocol in PROXIED else None
+                              for protocol in self.protocols]
         self.header_timeout = cfg.header_timeout or 3600.0
         self.keep_alive = cfg.keep_alive
         self.body_timeout = cfg.body_timeout or 3600.0
@@ -156,6 +163,12 @@ class Connections:
         except OSError as exc:
             if exc.errno in _OUT_OF_FDS:
                 self.out_of_descriptors(exc)
+            return
+        allowed = self.preamble_from[index]
+        if allowed is not None and (peer[0] if isinstance(peer, tuple) else "") not in allowed:
+            self.log_client_error("refused a connection from %s: not in proxy_allow_from",
+                                  f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix")
+            sock.close()
             return
         conn = self.add(sock, peer, index, HEAD, time.monotonic() + self.header_timeout)
         # Most clients send the request right behind the handshake (and deferred accept
@@ -255,7 +268,11 @@ class Connections:
         if message.peer is not None:
             addr, port = message.peer
             conn.environ = {**conn.environ, "REMOTE_ADDR": addr, "REMOTE_PORT": port}
-            conn.client = f"{addr}:{port}" if port else addr
+            conn.client = f"{addr}:{port}" if port else addr or "unix"
+            # The front-end's client is the peer in every respect: a TCP relay passes the
+            # client's own header fields, so whether they may say X-Forwarded-* is the
+            # client's trust, not the relay's.
+            conn.trusted = self.forwarded if addr in self.trusted_peers else frozenset()
         if message.protocol is not None:
             conn.protocol = message.protocol
         return buf
@@ -274,7 +291,9 @@ class Connections:
             # runs once the body is here. (A body over the limit was refused with the head.)
             with contextlib.suppress(OSError):
                 conn.sock.send(CONTINUE)
-        return self.body_data(conn, buf) if buf else None
+        # A decoder with a reply already asks before any body byte (AJP13 sends a body of
+        # unknown length only on request): body_data sends it.
+        return self.body_data(conn, buf) if buf or conn.decoder.reply else None
 
     def body_data(self, conn: Connection, data: bytes) -> bytes | None:
         """Body bytes arrived. Once the body is whole, run the app; return what follows it

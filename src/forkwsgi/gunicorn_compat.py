@@ -40,8 +40,8 @@ _PASTE = ("no PasteDeploy loader; serve a module that calls "
 _SYSLOG = ("no syslog setting; add a logging.handlers.SysLogHandler in a log_config file, "
            "or log to stderr for journald")
 _STATSD = "no StatsD client; derive metrics from the access log (access_logformat = 'json')"
-_PROXY_PROTOCOL = ("no PROXY protocol; have the proxy send X-Forwarded-For and trust it "
-                   "with forwarded_allow_ips")
+_PROXY_PROTOCOL = ("a listener, not a switch: bind it as proxy+http://HOST:PORT and every "
+                   "connection to it must open with a PROXY preamble (docs/gateways.md)")
 _HOOK_OBJECTS = "called as is, with forkwsgi's arbiter and worker objects"
 
 GUNICORN: tuple[GunicornSetting, ...] = tuple(GunicornSetting(*row) for row in (
@@ -118,7 +118,8 @@ GUNICORN: tuple[GunicornSetting, ...] = tuple(GunicornSetting(*row) for row in (
     ("pythonpath", ("--pythonpath",), "Server Mechanics", "pythonpath", ""),
     ("paste", ("--paste", "--paster"), "Server Mechanics", None, _PASTE),
     ("proxy_protocol", ("--proxy-protocol",), "Server Mechanics", None, _PROXY_PROTOCOL),
-    ("proxy_allow_ips", ("--proxy-allow-from",), "Server Mechanics", None, _PROXY_PROTOCOL),
+    ("proxy_allow_ips", ("--proxy-allow-from",), "Server Mechanics", "proxy_allow_from",
+     "applies to proxy+http:// listeners; others take no preamble"),
     ("raw_paste_global_conf", ("--paste-global",), "Server Mechanics", None, _PASTE),
     ("permit_obsolete_folding", ("--permit-obsolete-folding",), "Server Mechanics", None,
      "obsolete line folding is always refused with 400 (docs/http.md)"),

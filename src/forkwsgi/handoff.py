@@ -22,10 +22,10 @@ while it holds the connection set's lock, which the worker's loop takes as a
 request leaves the app, so the two never touch the set at once; the loop's
 per-request cost is two attribute stores and that lock.
 
-Must never: move the connection in the app, one receiving a body or
-lingering (their state is more than bytes), drop the bytes already received
-for a connection, or run in a leaving worker (its siblings may be leaving
-too, and nobody would take the queue).
+Must never: move the connection in the app, one receiving a body,
+lingering, or past a PROXY preamble (their state is more than bytes), drop
+the bytes already received for a connection, or run in a leaving worker (its
+siblings may be leaving too, and nobody would take the queue).
 """
 
 from __future__ import annotations
@@ -119,8 +119,12 @@ class Handoff:
         # The longest waiting first, and adopted in that order: moving a batch must not
         # reorder it, or a connection at its end could be sent back and forth between two
         # busy workers and never reach the front.
+        # A connection whose protocol changed (HTTP after a PROXY preamble) stays: its peer
+        # and protocol are more than the record carries.
+        protocols = set_.protocols
         movable = sorted((c for c in set_.conns.values()
-                          if c is not in_app and (c.state == IDLE or c.state == HEAD)),
+                          if c is not in_app and (c.state == IDLE or c.state == HEAD)
+                          and c.protocol is protocols[c.listener]),
                          key=waiting_since)
         batches: list[list] = [[]]
         size = 0

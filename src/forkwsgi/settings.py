@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -311,6 +312,18 @@ def to_forwarded_headers(value: Any) -> list[str]:
     return names
 
 
+def to_peers(value: Any) -> list[str]:
+    """Addresses and networks (``10.0.0.0/8``), or ``*`` for every peer."""
+    peers = to_list(value)
+    for peer in peers:
+        if peer != "*":
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError:
+                raise ValueError(f"{peer!r} is not an address or a network") from None
+    return peers
+
+
 def to_hook(value: Any) -> Callable[..., Any] | None:
     if value is None or callable(value):
         return value
@@ -351,8 +364,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bind", ("-b", "--bind"), to_bind_list, ["127.0.0.1:8000"], "socket",
             "Address to listen on: HOST:PORT, [IPV6]:PORT (either may start with tcp://), "
             ":PORT (every IPv4 interface), PORT (on 127.0.0.1), unix:PATH or fd://N; "
-            "behind uwsgi:// or scgi:// (e.g. uwsgi://unix:/run/app.sock) the listener "
-            "speaks that gateway protocol to a front-end instead of HTTP "
+            "behind uwsgi://, scgi://, fastcgi:// or ajp:// (e.g. uwsgi://unix:/run/app.sock) "
+            "the listener speaks that gateway protocol to a front-end instead of HTTP, and "
+            "behind proxy+http:// it takes a PROXY protocol preamble before HTTP "
             "(docs/gateways.md). Repeat for more.",
             multiple=True),
     Setting("backlog", ("--backlog",), to_positive_int, 2048, "socket",
@@ -450,6 +464,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Headers a trusted peer may set: x-forwarded-for, x-forwarded-proto, "
             "x-forwarded-host, forwarded. Trust only those your proxy overwrites: it passes "
             "the others on from the client.", multiple=True),
+    Setting("proxy_allow_from", ("--proxy-allow-from",), to_peers, ["127.0.0.1", "::1"], "http",
+            "Peers that may connect to a proxy+http:// listener, whose PROXY protocol preamble "
+            "sets REMOTE_ADDR (docs/gateways.md); others are refused at accept. Addresses or "
+            "networks; unix socket peers count as 127.0.0.1; '*' allows all.", multiple=True),
     Setting("server_header", ("--server-header",), to_bool, True, "http",
             "Send a Server header.", is_flag=True),
     Setting("debug", ("--debug",), to_bool, False, "http",

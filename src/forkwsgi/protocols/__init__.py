@@ -14,7 +14,7 @@ serves every connection of its listeners), or call the application.
 
 from __future__ import annotations
 
-from forkwsgi.protocols import fastcgi, gateway, http
+from forkwsgi.protocols import ajp, fastcgi, gateway, http, proxy
 from forkwsgi.protocols.base import Control, Framer, Protocol, cgi_status_line, frame_whole
 
 __all__ = ["BY_SCHEME", "Control", "Framer", "Protocol", "cgi_status_line", "frame_whole",
@@ -25,6 +25,8 @@ BY_SCHEME: dict[str, Protocol] = {
     "uwsgi": gateway.UWSGI,
     "scgi": gateway.SCGI,
     "fastcgi": fastcgi.FASTCGI,
+    "proxy+http": proxy.PROXY_HTTP,
+    "ajp": ajp.AJP,
 }
 
 
