@@ -4,8 +4,8 @@ Every server runs as a subprocess on a free loopback port; readiness is
 polled, never slept for; the finalizer kills the whole tree by PID.
 
 The ``process`` marker: a test that starts a process (the server, nginx, the
-CLI, any subprocess) is marked, automatically when it uses ``serve`` or
-``server``, else by its module's ``pytestmark``. ``pytest -m "not process"``
+CLI, any subprocess) is marked, automatically when it uses ``serve``,
+``server`` or ``frontends``, else by its module's ``pytestmark``. ``pytest -m "not process"``
 runs the in-process tests alone, in seconds; there a test that starts a
 process after all fails, naming itself, so the marker cannot drift.
 """
@@ -209,9 +209,18 @@ def server(serve: Callable[..., Server]) -> Server:
     return serve("tests.apps:echo")
 
 
+@pytest.fixture
+def frontends(tmp_path: Path) -> Iterator[object]:
+    """Real nginx, httpd and HAProxy started by the test (tests/frontends.py), killed after."""
+    from tests.frontends import Frontends  # late: that module imports this one
+
+    with Frontends(tmp_path) as started:
+        yield started
+
+
 # --- the process marker ----------------------------------------------------------------------
 
-PROCESS_FIXTURES = frozenset({"serve", "server"})
+PROCESS_FIXTURES = frozenset({"serve", "server", "frontends"})
 
 
 def pytest_configure(config: pytest.Config) -> None:

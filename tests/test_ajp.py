@@ -9,14 +9,9 @@ and Apache (``mod_proxy_ajp``) in front of it, and send requests through.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
+import functools
 import os
-import signal
-import socket
 import struct
-import subprocess
 
 import psutil
 import pytest
@@ -33,7 +28,10 @@ from forkwsgi.protocols.ajp import (
     get_body_chunk,
     parse_head,
 )
-from tests.conftest import free_port, wait_until
+from tests.conftest import wait_until
+from tests.frontends import CLIENT_ADDR, serve_on
+from tests.frontends import fetch as fetch_from
+from tests.frontends import saw as saw_from
 
 LIMITS = Limits(body=1 << 30)
 HEADER_CODES = {"accept": 0xA001, "content-type": 0xA007, "content-length": 0xA008,
@@ -373,23 +371,10 @@ def test_the_ajp_scheme():
 
 # --- behind Apache (mod_proxy_ajp) ------------------------------------------------------------
 
-from tests.test_apache import CLIENT_ADDR, HTTPD, _user_lines  # noqa: E402
-
-APACHE_CONF = """\
-ServerRoot {d}
-ServerName localhost
-Listen 127.0.0.1:{port}
-LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so
-LoadModule authz_core_module {m}/mod_authz_core.so
-LoadModule env_module {m}/mod_env.so
-LoadModule proxy_module {m}/mod_proxy.so
-LoadModule proxy_ajp_module {m}/mod_proxy_ajp.so
-{user}
-PidFile {d}/httpd.pid
-ErrorLog {d}/error.log
+MODULES = {"env_module": "mod_env.so", "proxy_module": "mod_proxy.so",
+           "proxy_ajp_module": "mod_proxy_ajp.so"}
+PROXY = """\
 LogLevel warn {log_level}
-DefaultRuntimeDir {d}
-Mutex file:{d} default
 ProxyPass / ajp://127.0.0.1:{upstream}/ {params}
 <Location /mounted/>
     SetEnv AJP_SCRIPT_NAME /mounted
@@ -398,68 +383,27 @@ ProxyPass / ajp://127.0.0.1:{upstream}/ {params}
 
 
 @pytest.fixture
-def apache_ajp(serve, tmp_path):
+def apache_ajp(serve, frontends):
     """``apache_ajp(params="", *forkwsgi_args, log_level="") -> (httpd's port, forkwsgi's
     AJP port, httpd's error log path)``."""
-    started: list[tuple[subprocess.Popen, object]] = []
+    started = []
 
     def start(params: str = "", *args: str, log_level: str = "") -> tuple[int, int, object]:
-        if HTTPD is None or not all(os.path.exists(os.path.join(HTTPD[1], so))
-                                    for so in ("mod_proxy_ajp.so", "mod_env.so")):
-            pytest.skip("apache2 with mod_proxy_ajp and mod_env is not installed")
-        upstream = free_port()
-        serve("tests.gateway_apps:app", "-b", f"ajp://127.0.0.1:{upstream}", *args,
-              bind=False, wait=False).wait_log("Arbiter booted")
-        directory = tmp_path / f"httpd-{len(started)}"
-        directory.mkdir()
-        port = free_port()
-        conf = directory / "httpd.conf"
-        conf.write_text(APACHE_CONF.format(d=directory, port=port, m=HTTPD[1],
-                                           user=_user_lines(), upstream=upstream,
-                                           params=params, log_level=log_level))
-        with open(directory / "stderr.log", "wb") as out:
-            proc = subprocess.Popen([HTTPD[0], "-X", "-f", str(conf)], stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        started.append((proc, directory))
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError((directory / "stderr.log").read_text(errors="replace"))
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-                return True
-            return False
-
-        wait_until(up, what="httpd to listen")
-        return port, upstream, directory / "error.log"
+        server = serve_on(serve, "ajp://", "tests.gateway_apps:app", *args)
+        front = frontends.httpd(MODULES, PROXY, upstream=server.port, params=params,
+                                log_level=log_level)
+        started.append(front)
+        return front.port, server.port, front.directory / "error.log"
 
     yield start
-    for proc, directory in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    for front in started:
         # Whatever Apache's proxy thought of our packets, it said so at "error" level.
-        log = (directory / "error.log").read_text(errors="replace")
-        assert [line for line in log.splitlines() if ":error]" in line] == [], log
+        assert front.problems() == [], front.log()
 
 
-def fetch(port: int, method: str, path: str, body=None, headers=None
-          ) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20,
-                                      source_address=(CLIENT_ADDR, 0))
-    try:
-        headers = {"Host": "app.example", **(headers or {})}
-        conn.request(method, path, body=body, headers=headers,
-                     encode_chunked="Transfer-Encoding" in headers)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def saw(port: int, method: str, path: str, body=None, headers=None) -> dict:
-    status, _, payload = fetch(port, method, path, body, headers)
-    assert status == 200, payload[:1000]
-    return json.loads(payload)
+# Every request comes from CLIENT_ADDR, the client's address as Apache vouches for it.
+fetch = functools.partial(fetch_from, source=CLIENT_ADDR)
+saw = functools.partial(saw_from, source=CLIENT_ADDR)
 
 
 def test_behind_apache(apache_ajp):

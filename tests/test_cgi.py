@@ -13,13 +13,9 @@ skipped.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FORKWSGI, REPO, free_port, kill_tree, wait_until
+from .conftest import FORKWSGI, REPO
+from .frontends import Frontend, Frontends, fetch, httpd_user, saw
 
 pytestmark = pytest.mark.process
 
@@ -221,53 +218,19 @@ def test_a_module_named_cgi_is_still_served(tmp_path):
 
 # --- behind Apache httpd's mod_cgid ----------------------------------------------------------
 
-MODULE_DIRS = ("/usr/lib/apache2/modules", "/usr/lib64/httpd/modules", "/usr/lib/httpd/modules",
-               "/usr/libexec/apache2")
-MODULES = {"mpm_prefork_module": "mod_mpm_prefork.so", "authz_core_module": "mod_authz_core.so",
-           "alias_module": "mod_alias.so", "cgid_module": "mod_cgid.so"}
+MODULES = {"alias_module": "mod_alias.so", "cgid_module": "mod_cgid.so"}
 SCRIPTS = {"echo.cgi": "tests.apps:echo", "boom.cgi": "tests.apps:boom",
            "missing.cgi": "tests.no_such_module:app", "prints.cgi": "tests.apps:prints"}
 
-CONF = """\
-ServerRoot {d}
-ServerName localhost
-Listen 127.0.0.1:{port}
-{load_modules}
-{user}
-PidFile {d}/run/httpd.pid
-ErrorLog {d}/error.log
-LogLevel warn
-DefaultRuntimeDir {d}/run
-Mutex file:{d}/run default
-ScriptSock {d}/run/cgid.sock
-ScriptAlias /cgi-bin/ {d}/cgi-bin/
+SCRIPT_DIRS = """\
+ScriptSock {root}/run/cgid.sock
+ScriptAlias /cgi-bin/ {root}/cgi-bin/
 """
 
 SCRIPT = """\
 #!/bin/sh
 PYTHONPATH='{pythonpath}' exec '{python}' -m forkwsgi cgi '{app}'
 """
-
-
-def find_httpd() -> tuple[str, str] | None:
-    """The httpd binary and the directory holding every module we load, or None."""
-    binary = next((found for name in ("apache2", "httpd")
-                   for found in [shutil.which(name) or f"/usr/sbin/{name}"]
-                   if os.access(found, os.X_OK)), None)
-    modules = next((d for d in MODULE_DIRS
-                    if all(os.path.exists(os.path.join(d, so)) for so in MODULES.values())), None)
-    return (binary, modules) if binary and modules else None
-
-
-def httpd_user() -> tuple[int, int] | None:
-    """The (uid, gid) httpd switches to: nobody as root, else None (it stays who it is)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        nobody = pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("running as root and there is no 'nobody' user for httpd to switch to")
-    return nobody.pw_uid, nobody.pw_gid
 
 
 def cgi_python(user: tuple[int, int] | None) -> tuple[str, str] | None:
@@ -292,40 +255,23 @@ def cgi_python(user: tuple[int, int] | None) -> tuple[str, str] | None:
 
 
 class Apache:
-    def __init__(self, port: int, error_log: Path) -> None:
-        self.port = port
-        self.error_log = error_log
+    """httpd serving SCRIPTS: requests to them, and its error log."""
+
+    def __init__(self, front: Frontend) -> None:
+        self.port, self.log, self.wait_log = front.port, front.log, front.wait_log
 
     def get(self, path: str, method: str = "GET", body=None,
             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        status, _, payload = fetch(self.port, method, path, body, headers, host=None)
+        return status, payload
 
     def echo(self, path: str, **kwargs) -> dict:
-        status, body = self.get(path, **kwargs)
-        assert status == 200, body[:2000]
-        return json.loads(body)
-
-    def log(self) -> str:
-        return self.error_log.read_text(errors="replace")
-
-    def wait_log(self, text: str) -> str:
-        wait_until(lambda: text in self.log(), what=f"{text!r} in httpd's error log")
-        return self.log()
+        return saw(self.port, path=path, host=None, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def apache():
     """httpd on a free loopback port with SCRIPTS in /cgi-bin/, each running one app."""
-    httpd = find_httpd()
-    if httpd is None:
-        pytest.skip("apache2 with mod_cgid not installed")
-    binary, module_dir = httpd
     user = httpd_user()
     found = cgi_python(user)
     if found is None:
@@ -333,7 +279,6 @@ def apache():
     python, pythonpath = found
     # Not under pytest's tmp_path: httpd's user must reach the scripts and the socket.
     root = Path(tempfile.mkdtemp(prefix="forkwsgi-cgi-"))
-    proc = None
     try:
         root.chmod(0o755)
         (root / "cgi-bin").mkdir(mode=0o755)
@@ -344,42 +289,13 @@ def apache():
             script = root / "cgi-bin" / name
             script.write_text(SCRIPT.format(pythonpath=pythonpath, python=python, app=app))
             script.chmod(0o755)
-        port = free_port()
-        conf = root / "httpd.conf"
-        conf.write_text(CONF.format(
-            d=root, port=port, user=f"User #{user[0]}\nGroup #{user[1]}" if user else "",
-            load_modules="\n".join(f"LoadModule {name} {module_dir}/{so}"
-                                   for name, so in MODULES.items())))
-        with open(root / "stderr.log", "wb") as out:
-            proc = subprocess.Popen([binary, "-X", "-f", str(conf)], stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"httpd exited with status {proc.returncode}:\n"
-                                     f"{(root / 'stderr.log').read_text(errors='replace')}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(listening, what="httpd to listen")
-        server = Apache(port, root / "error.log")
-        yield server
-        # A script's stderr is logged as an error (AH01215); anything else is httpd's own.
-        problems = [line for line in server.log().splitlines()
-                    if any(f":{level}]" in line for level in ("error", "crit", "alert", "emerg"))
-                    and "AH01215" not in line]
-        assert problems == [], server.log()
+        with Frontends(root) as frontends:
+            front = frontends.httpd(MODULES, SCRIPT_DIRS, root=root)
+            yield Apache(front)
+            # A script's stderr is logged as an error (AH01215); anything else is httpd's own.
+            assert [line for line in front.problems() if "AH01215" not in line] == [], \
+                front.log()
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                kill_tree(proc.pid)
-                proc.wait(10)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -4,12 +4,8 @@ in front."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import struct
-import subprocess
 
 import pytest
 
@@ -35,8 +31,8 @@ from forkwsgi.protocols.fastcgi import (
     parse_head,
     record,
 )
-from tests.conftest import free_port, wait_until
-from tests.test_gateways import COMPARED, fetch, gateway, saw  # noqa: F401 (a fixture)
+from tests.frontends import fetch, saw, serve_on
+from tests.test_gateways import COMPARED, gateway  # noqa: F401 (a fixture)
 
 LIMITS = Limits(body=1 << 30)
 VARIABLES = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/caf%C3%A9?a=1", "QUERY_STRING": "a=1",
@@ -158,10 +154,7 @@ def exchange(sock: socket.socket, data: bytes, request_id: int = 1) -> list[tupl
 
 @pytest.fixture
 def fastcgi_server(serve):
-    port = free_port()
-    serve("tests.gateway_apps:app", "-b", f"fastcgi://127.0.0.1:{port}", bind=False,
-          wait=False).wait_log("Arbiter booted")
-    return port
+    return serve_on(serve, "fastcgi://").port
 
 
 def test_keep_conn_serves_requests_one_after_another_on_one_connection(fastcgi_server):
@@ -200,21 +193,7 @@ def test_a_broken_request_gets_a_400_as_cgi_output(fastcgi_server):
 
 # --- behind nginx and Apache --------------------------------------------------------------------
 
-from tests.test_apache import HTTPD, _user_lines  # noqa: E402
-from tests.test_nginx import NGINX, _listening, error_log_flag  # noqa: E402
-
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/client_body; proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    client_max_body_size 64m;
+NGINX_HTTP = """\
     upstream app {{ server 127.0.0.1:{upstream}; keepalive 4; }}
     server {{
         listen 127.0.0.1:{port};
@@ -245,36 +224,17 @@ http {{
             fastcgi_pass app;
         }}
     }}
-}}
 """
 
 
 @pytest.fixture
-def nginx_fastcgi(serve, tmp_path):
+def nginx_fastcgi(serve, frontends):
     """nginx with fastcgi_keep_conn and an upstream keepalive pool, in front of forkwsgi on
     fastcgi:// with one worker; yields (nginx's port, the forkwsgi Server)."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed")
-    upstream = free_port()
-    server = serve("tests.gateway_apps:app", "-b", f"fastcgi://127.0.0.1:{upstream}",
-                   bind=False, wait=False)
-    server.wait_log("Arbiter booted")
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=tmp_path, port=port, upstream=upstream))
-    with open(tmp_path / "stderr.log", "wb") as out:
-        proc = subprocess.Popen([NGINX, "-p", str(tmp_path), *error_log_flag(tmp_path),
-                                 "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        wait_until(lambda: _listening(port, proc, tmp_path), what="nginx to listen")
-        yield port, server
-        log = (tmp_path / "error.log").read_text(errors="replace")
-        assert not [line for line in log.splitlines() if "[error]" in line], log
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    server = serve_on(serve, "fastcgi://")
+    front = frontends.nginx(NGINX_HTTP, upstream=server.port)
+    yield front.port, server
+    assert front.problems() == [], front.log()
 
 
 def test_behind_nginx_as_over_http(nginx_fastcgi, request):

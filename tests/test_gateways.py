@@ -10,10 +10,8 @@ then send the same requests as over plain HTTP and compare what the app saw.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -24,7 +22,8 @@ from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits
 from forkwsgi.protocols import BY_SCHEME, split_scheme
 from forkwsgi.protocols.gateway import gateway_environ, parse_scgi, parse_uwsgi
-from tests.conftest import FORKWSGI, REPO, free_port, kill_tree, wait_until
+from tests.conftest import FORKWSGI, REPO, kill_tree, wait_until
+from tests.frontends import fetch, saw, serve_on
 
 LIMITS = Limits(body=1 << 30)
 
@@ -152,8 +151,6 @@ def test_bind_schemes():
 
 # --- behind nginx -------------------------------------------------------------------------------
 
-from tests.test_nginx import NGINX, _listening, error_log_flag  # noqa: E402
-
 PARAMS = {
     "uwsgi": "uwsgi_pass {upstream}; uwsgi_param HTTP_HOST $host;",
     "scgi": "scgi_pass {upstream}; scgi_param HTTP_HOST $host;",
@@ -184,79 +181,27 @@ CGI_PARAMS = {
 """,
     "http": "",
 }
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/client_body; proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    client_max_body_size 64m;
+NGINX_HTTP = """\
     server {{
         listen 127.0.0.1:{port};
         server_name app.example;
         location / {{ {params} {pass_} }}
     }}
-}}
 """
 
 
 @pytest.fixture
-def gateway(serve, tmp_path):
+def gateway(serve, frontends):
     """``gateway(protocol) -> front-end port``: forkwsgi on ``PROTOCOL://127.0.0.1:PORT``
     (``-w 2``) behind a fresh nginx speaking that protocol to it."""
-    started: list[subprocess.Popen] = []
 
     def start(protocol: str) -> int:
-        if NGINX is None:
-            pytest.skip("nginx is not installed")
-        port = free_port()
-        serve("tests.gateway_apps:app", "-b", f"{protocol}://127.0.0.1:{port}", bind=False,
-              workers=2, wait=False).wait_log("Arbiter booted")
-        directory = tmp_path / f"nginx-{protocol}"
-        directory.mkdir()
-        front = free_port()
-        params = CGI_PARAMS[protocol]
-        conf = directory / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(d=directory, port=front, params=params,
-                                          pass_=PARAMS[protocol].format(
-                                              upstream=f"127.0.0.1:{port}")))
-        with open(directory / "stderr.log", "wb") as out:
-            proc = subprocess.Popen([NGINX, "-p", str(directory), *error_log_flag(directory),
-                                     "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        started.append(proc)
-        wait_until(lambda: _listening(front, proc, directory), what="nginx to listen")
-        return front
+        server = serve_on(serve, f"{protocol}://", workers=2)
+        upstream = f"127.0.0.1:{server.port}"
+        return frontends.nginx(NGINX_HTTP, params=CGI_PARAMS[protocol],
+                               pass_=PARAMS[protocol].format(upstream=upstream)).port
 
-    yield start
-    for proc in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def fetch(port: int, method: str, path: str, body=None, headers=None
-          ) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        headers = {"Host": "app.example", **(headers or {})}
-        conn.request(method, path, body=body, headers=headers,
-                     encode_chunked="Transfer-Encoding" in headers)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def saw(port: int, method: str, path: str, body=None, headers=None) -> dict:
-    status, _, payload = fetch(port, method, path, body, headers)
-    assert status == 200, payload[:1000]
-    return json.loads(payload)
+    return start
 
 
 # What the app sees behind nginx over plain HTTP and over a gateway protocol: the same,
@@ -305,67 +250,22 @@ def test_behind_nginx_streams_204_and_head(gateway, protocol):
 
 # --- behind Apache --------------------------------------------------------------------------------
 
-from tests.test_apache import HTTPD, _user_lines  # noqa: E402
-
 APACHE_MODULES = {"uwsgi": ("proxy_uwsgi_module", "mod_proxy_uwsgi.so"),
                   "scgi": ("proxy_scgi_module", "mod_proxy_scgi.so")}
-APACHE_CONF = """\
-ServerRoot {d}
-ServerName localhost
-Listen 127.0.0.1:{port}
-LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so
-LoadModule authz_core_module {m}/mod_authz_core.so
-LoadModule proxy_module {m}/mod_proxy.so
-LoadModule {module} {m}/{so}
-{user}
-PidFile {d}/httpd.pid
-ErrorLog {d}/error.log
-LogLevel warn
-DefaultRuntimeDir {d}
-Mutex file:{d} default
-ProxyPass / {protocol}://127.0.0.1:{upstream}/
-"""
 
 
 @pytest.fixture
-def apache_gateway(serve, tmp_path):
+def apache_gateway(serve, frontends):
     """``apache_gateway(protocol) -> httpd's port``, in front of forkwsgi on that protocol."""
-    started: list[subprocess.Popen] = []
 
     def start(protocol: str) -> int:
         module, so = APACHE_MODULES[protocol]
-        if HTTPD is None or not os.path.exists(os.path.join(HTTPD[1], so)):
-            pytest.skip(f"apache2 with {so} is not installed")
-        upstream = free_port()
-        serve("tests.gateway_apps:app", "-b", f"{protocol}://127.0.0.1:{upstream}", bind=False,
-              wait=False).wait_log("Arbiter booted")
-        directory = tmp_path / f"httpd-{protocol}"
-        directory.mkdir()
-        port = free_port()
-        conf = directory / "httpd.conf"
-        conf.write_text(APACHE_CONF.format(d=directory, port=port, m=HTTPD[1], module=module,
-                                           so=so, user=_user_lines(), protocol=protocol,
-                                           upstream=upstream))
-        with open(directory / "stderr.log", "wb") as out:
-            proc = subprocess.Popen([HTTPD[0], "-X", "-f", str(conf)], stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        started.append(proc)
+        server = serve_on(serve, f"{protocol}://")
+        return frontends.httpd({"proxy_module": "mod_proxy.so", module: so},
+                               "ProxyPass / {protocol}://127.0.0.1:{upstream}/",
+                               protocol=protocol, upstream=server.port).port
 
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError((directory / "stderr.log").read_text(errors="replace"))
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-                return True
-            return False
-
-        wait_until(up, what="httpd to listen")
-        return port
-
-    yield start
-    for proc in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    return start
 
 
 @pytest.mark.parametrize("protocol", ["uwsgi", "scgi"])

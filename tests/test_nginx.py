@@ -13,59 +13,17 @@ Skipped when nginx is not installed.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import free_port, wait_until
+from tests.frontends import CLIENT_ADDR, Frontend, saw, serve_on
 
-CLIENT_ADDR = "127.0.0.2"
 PUBLIC_HOST = "app.example:8443"  # what the client asks for; nginx's $host drops the port
 
-
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
-
-
-def error_log_flag(directory: Path) -> list[str]:
-    """``-e FILE`` (nginx >= 1.19.5) keeps nginx off the compiled-in error log path even
-    before it reads the config; older versions only warn if that path is not writable."""
-    out = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr
-    version = tuple(int(part) for part in out.rsplit("/", 1)[-1].split()[0].split("."))
-    return ["-e", str(directory / "error.log")] if version >= (1, 19, 5) else []
-
-
-NGINX = find_nginx()
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
-
-CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    client_max_body_size 64m;
-
+HTTP = """\
     upstream forkwsgi {{
         server {upstream};
         keepalive 4;
@@ -82,66 +40,13 @@ http {{
             proxy_set_header X-Forwarded-Host $http_host;
         }}
     }}
-}}
 """
 
 
-@dataclass
-class Nginx:
-    proc: subprocess.Popen
-    port: int
-    directory: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def error_log(self) -> str:
-        path = self.directory / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def problems(self) -> list[str]:
-        """Error log lines at error level or worse (upstream resets, premature closes...)."""
-        return [line for line in self.error_log().splitlines()
-                if any(f"[{level}]" in line for level in ("error", "crit", "alert", "emerg"))]
-
-
-def _listening(port: int, proc: subprocess.Popen, directory: Path) -> bool:
-    if proc.poll() is not None:
-        log = (directory / "error.log").read_text(errors="replace") \
-            if (directory / "error.log").exists() else ""
-        raise AssertionError(f"nginx exited with status {proc.returncode}:\n{log}")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def nginx(tmp_path):
-    """``nginx(upstream) -> Nginx``: upstream is ``127.0.0.1:PORT`` or ``unix:PATH``."""
-    started: list[subprocess.Popen] = []
-
-    def start(upstream: str) -> Nginx:
-        directory = tmp_path / f"nginx-{len(started)}"
-        directory.mkdir()
-        port = free_port()
-        conf = directory / "nginx.conf"
-        conf.write_text(CONF.format(d=directory, upstream=upstream, port=port))
-        with open(directory / "stderr.log", "wb") as out:
-            proc = subprocess.Popen([NGINX, "-p", str(directory), *error_log_flag(directory),
-                                     "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        started.append(proc)
-        wait_until(lambda: _listening(port, proc, directory), what="nginx to listen")
-        return Nginx(proc, port, directory)
-
-    yield start
-    for proc in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+def nginx(frontends):
+    """``nginx(upstream) -> Frontend``: upstream is ``127.0.0.1:PORT`` or ``unix:PATH``."""
+    return lambda upstream: frontends.nginx(HTTP, upstream=upstream)
 
 
 @pytest.fixture
@@ -150,19 +55,10 @@ def start_forkwsgi(serve):
     return serve
 
 
-def echo_via(proxy: Nginx, method: str = "GET", path: str = "/", body: bytes | None = None,
+def echo_via(proxy: Frontend, method: str = "GET", path: str = "/", body: bytes | None = None,
              headers: dict[str, str] | None = None) -> dict:
     """One request through nginx from CLIENT_ADDR; the environ the echo app saw."""
-    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10,
-                                      source_address=(CLIENT_ADDR, 0))
-    try:
-        conn.request(method, path, body=body, headers={"Host": PUBLIC_HOST, **(headers or {})})
-        response = conn.getresponse()
-        payload = response.read()
-        assert response.status == 200, payload[:2000]
-        return json.loads(payload)
-    finally:
-        conn.close()
+    return saw(proxy.port, method, path, body, headers, host=PUBLIC_HOST, source=CLIENT_ADDR)
 
 
 # --- forwarded headers ---------------------------------------------------------------------------
@@ -285,16 +181,7 @@ def test_over_a_unix_socket(start_forkwsgi, nginx):
     # Not tmp_path: a unix socket path must fit in sun_path (108 bytes).
     with tempfile.TemporaryDirectory(prefix="fw-") as directory:
         path = os.path.join(directory, "fw.sock")
-        server = start_forkwsgi("tests.apps:echo", "-b", f"unix:{path}", bind=False, wait=False)
-
-        def accepting() -> bool:
-            if server.proc.poll() is not None:
-                raise AssertionError(f"forkwsgi exited early:\n{server.log()}")
-            with socket.socket(socket.AF_UNIX) as sock:
-                return sock.connect_ex(path) == 0
-
-        wait_until(accepting, what="the unix socket to accept")
-        server.wait_workers(1)
+        serve_on(start_forkwsgi, f"unix:{path}", "tests.apps:echo")
         proxy = nginx(f"unix:{path}")
         first = echo_via(proxy, headers={"X-Forwarded-For": "6.6.6.6"})
         assert first["REMOTE_ADDR"] == CLIENT_ADDR  # unix peers are local, hence trusted

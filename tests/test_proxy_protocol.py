@@ -15,11 +15,9 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -29,9 +27,9 @@ from forkwsgi.protocols import BY_SCHEME, split_scheme
 from forkwsgi.protocols.http import HTTP
 from forkwsgi.protocols.proxy import PROXY_HTTP, V1_MAX, V2_SIGNATURE, parse_preamble
 from forkwsgi.settings import to_peers
-from tests.conftest import FORKWSGI, REPO, free_port, kill_tree, wait_until
+from tests.conftest import FORKWSGI, REPO
+from tests.frontends import CLIENT_ADDR, serve_on
 from tests.http_client import Reader
-from tests.test_nginx import CLIENT_ADDR, NGINX, error_log_flag
 
 LIMITS = Limits()
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -261,15 +259,9 @@ def test_the_scheme_and_the_setting():
 
 
 def proxy_server(serve, app: str = "tests.apps:echo", *args: str, workers: int = 1,
-                 spec: str | None = None):
+                 spec: str = "proxy+http://"):
     """forkwsgi serving ``app`` on ``proxy+http://127.0.0.1:PORT`` (or ``spec``)."""
-    port = free_port()
-    bind = spec or f"proxy+http://127.0.0.1:{port}"
-    server = serve(app, "-b", bind, *args, bind=False, workers=workers, wait=False)
-    server.port = port
-    server.wait_log("Arbiter booted")
-    server.wait_workers(workers)
-    return server
+    return serve_on(serve, spec, app, *args, workers=workers)
 
 
 def exchange(sock: socket.socket, reader: Reader, raw: bytes) -> dict:
@@ -429,8 +421,6 @@ def test_a_proxied_connection_stays_with_its_worker_while_it_is_busy(serve):
 
 # --- behind HAProxy and nginx -------------------------------------------------------------------
 
-HAPROXY = shutil.which("haproxy") or next(
-    (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
 STREAM_MODULE = next((p for p in ("/usr/lib/nginx/modules/ngx_stream_module.so",
                                   "/usr/lib64/nginx/modules/ngx_stream_module.so")
                       if os.path.exists(p)), None)
@@ -444,23 +434,17 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend front
-    bind 127.0.0.1:{front}
+    bind 127.0.0.1:{port}
     default_backend app
 backend app
-    server s1 127.0.0.1:{port} send-proxy-v2
+    server s1 127.0.0.1:{upstream} send-proxy-v2
 """
-NGINX_STREAM_CONF = """\
+NGINX_STREAM = """\
 load_module {module};
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
 stream {{
     server {{
-        listen 127.0.0.1:{front};
-        proxy_pass 127.0.0.1:{port};
+        listen 127.0.0.1:{port};
+        proxy_pass 127.0.0.1:{upstream};
         proxy_protocol on;
     }}
 }}
@@ -468,53 +452,21 @@ stream {{
 
 
 @pytest.fixture
-def relay(serve, tmp_path):
+def relay(serve, frontends):
     """``relay(kind) -> front port``: forkwsgi on ``proxy+http://`` (``-w 2``) behind a
     fresh HAProxy (``haproxy-tcp``, ``haproxy-http``) or nginx stream (``nginx``)."""
-    started: list[subprocess.Popen] = []
 
     def start(kind: str) -> int:
-        if kind.startswith("haproxy") and HAPROXY is None:
-            pytest.skip("haproxy is not installed")
-        if kind == "nginx" and (NGINX is None or STREAM_MODULE is None):
+        if kind == "nginx" and STREAM_MODULE is None:
             pytest.skip("nginx with the stream module is not installed")
         server = proxy_server(serve, workers=2)
-        directory = tmp_path / kind
-        directory.mkdir()
-        front = free_port()
         if kind == "nginx":
-            conf = directory / "nginx.conf"
-            conf.write_text(NGINX_STREAM_CONF.format(module=STREAM_MODULE, d=directory,
-                                                     front=front, port=server.port))
-            command = [NGINX, "-p", str(directory), *error_log_flag(directory), "-c", str(conf)]
+            front = frontends.nginx(top=NGINX_STREAM, module=STREAM_MODULE, upstream=server.port)
         else:
-            conf = directory / "haproxy.cfg"
-            conf.write_text(HAPROXY_CONF.format(mode=kind.split("-")[1], front=front,
-                                                port=server.port))
-            command = [HAPROXY, "-db", "-f", str(conf)]
-        log_path = directory / "stderr.log"
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        started.append(proc)
-        wait_until(lambda: _listening(front, proc, log_path), what=f"{kind} to listen")
-        return front
+            front = frontends.haproxy(HAPROXY_CONF, mode=kind.split("-")[1], upstream=server.port)
+        return front.port
 
-    yield start
-    for proc in started:
-        kill_tree(proc.pid)
-        proc.wait(10)
-
-
-def _listening(port: int, proc: subprocess.Popen, log_path: Path) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"the relay exited with status {proc.returncode}:\n"
-                             f"{log_path.read_text(errors='replace')}")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return start
 
 
 def through(port: int, method: str, path: str, body: bytes | None = None,
