@@ -170,13 +170,18 @@ class Connections:
                                   f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix")
             sock.close()
             return
-        conn = self.add(sock, peer, index, HEAD, time.monotonic() + self.header_timeout)
+        conn = self.add(sock, peer, index, HEAD, time.monotonic() + self.header_timeout,
+                        register=False)
         # Most clients send the request right behind the handshake (and deferred accept
-        # waits for it): read it now and save an epoll round trip.
+        # waits for it): read it now and save an epoll round trip. Into the epoll set only
+        # if it is still open then: a connection that carried one request and closed (a
+        # gateway's, Connection: close) never needs the two epoll_ctl calls.
         self.readable(conn)
+        if self.conns.get(conn.fd) is conn:
+            self.epoll.register(conn.fd, _EPOLLIN)
 
-    def add(self, sock: socket.socket, peer, index: int, state: int, deadline: float
-            ) -> Connection:
+    def add(self, sock: socket.socket, peer, index: int, state: int, deadline: float,
+            register: bool = True) -> Connection:
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -188,7 +193,8 @@ class Connections:
         conn = Connection(sock, connection_environ(self.bases[index][1], peer), trusted,
                           client, index, self.protocols[index], state, deadline)
         self.conns[conn.fd] = conn
-        self.epoll.register(conn.fd, _EPOLLIN)
+        if register:
+            self.epoll.register(conn.fd, _EPOLLIN)
         return conn
 
     # --- the transitions --------------------------------------------------------------------
