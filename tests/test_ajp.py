@@ -484,3 +484,16 @@ def test_apache_replaces_an_ajp_connection_closed_by_the_keep_alive_timeout(apac
     wait_until(lambda: all(state != "ESTABLISHED" for _, state in _ajp_peers(upstream)),
                what="the idle AJP connection to be closed")
     assert saw(port, "GET", "/second")["PATH_INFO"] == "/second"
+
+
+def test_a_head_that_stops_gets_a_408_as_ajp_packets(serve):
+    import socket
+
+    port = serve_on(serve, "ajp://", "tests.gateway_apps:app", "--header-timeout", "1").port
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(forward_request()[:10])  # a request cut short
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status, _, _, body, reuse = read_response(data)
+    assert (status, reuse) == (408, 0) and body.startswith(b"408 ")

@@ -268,60 +268,46 @@ def test_behind_nginx_keep_conn_reuses_the_connection(nginx_fastcgi):
     assert len(established) == 1
 
 
-APACHE_CONF = """\
-ServerRoot {d}
-ServerName localhost
-Listen 127.0.0.1:{port}
-LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so
-LoadModule authz_core_module {m}/mod_authz_core.so
-LoadModule proxy_module {m}/mod_proxy.so
-LoadModule proxy_fcgi_module {m}/mod_proxy_fcgi.so
-{user}
-PidFile {d}/httpd.pid
-ErrorLog {d}/error.log
-LogLevel warn
-DefaultRuntimeDir {d}
-Mutex file:{d} default
-ProxyPass / fcgi://127.0.0.1:{upstream}/ enablereuse=on
-"""
+def test_behind_apache(serve, frontends):
+    server = serve_on(serve, "fastcgi://")
+    port = frontends.httpd({"proxy_module": "mod_proxy.so",
+                            "proxy_fcgi_module": "mod_proxy_fcgi.so"},
+                           "ProxyPass / fcgi://127.0.0.1:{upstream}/ enablereuse=on",
+                           upstream=server.port).port
+    seen = saw(port, "GET", "/caf%C3%A9/x?q=1")
+    assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == ("/caf\xc3\xa9/x", "q=1")
+    body = b"y" * (1 << 20)
+    seen = saw(port, "POST", "/upload", body, {"Content-Type": "application/octet-stream"})
+    assert seen["CONTENT_LENGTH"] == str(len(body)) and seen["body"] == body.decode()
+    status, _, streamed = fetch(port, "GET", "/stream")
+    assert (status, streamed) == (200, b"".join(b"part %d\n" % i for i in range(5)))
+    assert fetch(port, "GET", "/status/204")[::2] == (204, b"")
+    seen = saw(port, "POST", "/chunked", iter([b"a" * 1000, b"b" * 5000]),
+               {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+    assert seen["body"] == "a" * 1000 + "b" * 5000
+    status, headers, body = fetch(port, "HEAD", "/x")
+    assert (status, body, headers.get("Content-Type")) == (200, b"", "application/json")
 
 
-def test_behind_apache(serve, tmp_path):
-    if HTTPD is None or not os.path.exists(os.path.join(HTTPD[1], "mod_proxy_fcgi.so")):
-        pytest.skip("apache2 with mod_proxy_fcgi is not installed")
-    upstream = free_port()
-    serve("tests.gateway_apps:app", "-b", f"fastcgi://127.0.0.1:{upstream}", bind=False,
-          wait=False).wait_log("Arbiter booted")
-    port = free_port()
-    conf = tmp_path / "httpd.conf"
-    conf.write_text(APACHE_CONF.format(d=tmp_path, port=port, m=HTTPD[1], user=_user_lines(),
-                                       upstream=upstream))
-    with open(tmp_path / "stderr.log", "wb") as out:
-        proc = subprocess.Popen([HTTPD[0], "-X", "-f", str(conf)], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, (tmp_path / "stderr.log").read_text(errors="replace")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
-                                                                          0.5):
-                return True
-            return False
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
 
-        wait_until(up, what="httpd to listen")
-        seen = saw(port, "GET", "/caf%C3%A9/x?q=1")
-        assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == ("/caf\xc3\xa9/x", "q=1")
-        body = b"y" * (1 << 20)
-        seen = saw(port, "POST", "/upload", body, {"Content-Type": "application/octet-stream"})
-        assert seen["CONTENT_LENGTH"] == str(len(body)) and seen["body"] == body.decode()
-        status, _, streamed = fetch(port, "GET", "/stream")
-        assert (status, streamed) == (200, b"".join(b"part %d\n" % i for i in range(5)))
-        assert fetch(port, "GET", "/status/204")[::2] == (204, b"")
-        seen = saw(port, "POST", "/chunked", iter([b"a" * 1000, b"b" * 5000]),
-                   {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
-        assert seen["body"] == "a" * 1000 + "b" * 5000
-        status, headers, body = fetch(port, "HEAD", "/x")
-        assert (status, body, headers.get("Content-Type")) == (200, b"", "application/json")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+
+def test_a_body_that_stops_gets_a_408_in_the_requests_records(serve):
+    port = serve_on(serve, "fastcgi://", "tests.gateway_apps:app", "--body-timeout", "1").port
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(fcgi_request()[:-len(record(STDIN, 1, b"hello") + record(STDIN, 1))]
+                     + record(STDIN, 1, b"he"))  # 2 of the 5 bytes, then nothing
+        got = records(read_until_closed(sock))
+    assert got[0][:2] == (STDOUT, 1) and got[0][2].startswith(b"Status: 408 ")
+    assert got[-1] == (END_REQUEST, 1, struct.pack(">IB3x", 0, 0))
+
+
+def test_a_head_that_stops_is_closed_without_an_answer_it_could_not_address(serve):
+    port = serve_on(serve, "fastcgi://", "tests.gateway_apps:app", "--header-timeout", "1").port
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(begin())  # no PARAMS: no request to answer on, no id to answer with
+        assert read_until_closed(sock) == b""

@@ -322,3 +322,13 @@ def test_an_inherited_socket_speaks_the_protocol_its_bind_names(tmp_path):
         assert json.loads(body)["QUERY_STRING"] == "y=1"
     finally:
         kill_tree(proc.pid)
+
+
+def test_an_scgi_head_that_stops_gets_a_cgi_408(serve):
+    port = serve_on(serve, "scgi://", "tests.gateway_apps:app", "--header-timeout", "1").port
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(scgi_packet(REQUEST)[:20])
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"Status: 408 Request Timeout\r\n")

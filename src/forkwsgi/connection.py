@@ -376,7 +376,10 @@ class Connections:
         if error.wire is not None:
             return error.wire  # the protocol's own answer (a FastCGI END_REQUEST, say)
         data = self.error_response(error)
-        return cgi_status_line(data) if conn.protocol.cgi_status else data
+        protocol = conn.protocol
+        if protocol.refuse is not None:
+            return protocol.refuse(data, conn.head)
+        return cgi_status_line(data) if protocol.cgi_status else data
 
     def linger(self, conn: Connection) -> None:
         """Lingering close, as Apache and nginx do: closing with the client's bytes still

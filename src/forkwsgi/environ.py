@@ -180,6 +180,32 @@ def connection_environ(base: dict, peer: object) -> dict:
     return environ
 
 
+def decoded_path(path: str) -> str:
+    """A percent-encoded path as PATH_INFO: decoded, its bytes as latin-1 (PEP 3333)."""
+    return unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+
+
+def under_mount(path: str, mount: str) -> bool:
+    """Whether ``path`` lies under the mount ``mount``, on a segment boundary: with
+    ``/app``, ``/app`` and ``/app/x`` do, ``/application`` does not."""
+    return path.startswith(mount) and path[len(mount):len(mount) + 1] in ("", "/")
+
+
+def add_fields(environ: dict, fields: list[tuple[str, str]]) -> None:
+    """Request header fields as HTTP_* keys (and CONTENT_TYPE, CONTENT_LENGTH)."""
+    get = environ.get
+    for name, value in fields:
+        key = _key_cache.get(name) or environ_key(name)
+        if key is None:
+            continue
+        old = get(key)
+        if old is not None:
+            # RFC 9110 section 5.3: repeated fields combine with ", "; cookies with "; "
+            # (RFC 6265 section 5.4), or the cookie parser would split wrongly.
+            value = old + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        environ[key] = value
+
+
 def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]) -> dict:
     """The environ for one request: a copy of the connection's plus the request's keys.
 
@@ -195,29 +221,18 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]
         # /app%2Fx is under the mount. A path outside the mount gets an empty SCRIPT_NAME,
         # so SCRIPT_NAME + PATH_INFO is still the path requested (PEP 3333 URL
         # reconstruction).
-        if path.startswith(script_name) and path[len(script_name):len(script_name) + 1] \
-                in ("", "/"):
+        if under_mount(path, script_name):
             path = path[len(script_name):]
         else:
             environ["SCRIPT_NAME"] = ""
     environ["REQUEST_METHOD"] = head.method
     # PEP 3333: PATH_INFO is the percent-decoded path, as latin-1 "bytes in a str".
-    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    environ["PATH_INFO"] = decoded_path(path)
     environ["QUERY_STRING"] = head.query
     environ["RAW_URI"] = head.target
     environ["REQUEST_URI"] = head.target
     environ["SERVER_PROTOCOL"] = head.version
-    get = environ.get
-    for name, value in head.headers:
-        key = _key_cache.get(name) or environ_key(name)
-        if key is None:
-            continue
-        old = get(key)
-        if old is not None:
-            # RFC 9110 section 5.3: repeated fields combine with ", "; cookies with "; "
-            # (RFC 6265 section 5.4), or the cookie parser would split wrongly.
-            value = old + ("; " if key == "HTTP_COOKIE" else ", ") + value
-        environ[key] = value
+    add_fields(environ, head.headers)
     if head.host is not None:
         environ["HTTP_HOST"] = head.host  # absolute-form target overrides Host (RFC 9112 3.2.2)
     if trusted:

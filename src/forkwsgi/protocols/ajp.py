@@ -48,9 +48,8 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
 
-from forkwsgi.environ import apply_forwarded, environ_key
+from forkwsgi.environ import add_fields, apply_forwarded, decoded_path, under_mount
 from forkwsgi.http.errors import (
     BadRequest,
     ContentTooLarge,
@@ -59,7 +58,7 @@ from forkwsgi.http.errors import (
     URITooLong,
 )
 from forkwsgi.http.parser import Limits, RequestHead, parse_content_length
-from forkwsgi.protocols.base import Control, Framer, Protocol, frame_whole
+from forkwsgi.protocols.base import Control, FramedBody, Framer, Protocol, frame_whole
 
 _PACKET = struct.Struct(">HH")  # signature, payload length
 _U16 = struct.Struct(">H")
@@ -278,7 +277,7 @@ def get_body_chunk(size: int = _ASK_SIZE) -> bytes:
 _ASK = get_body_chunk()
 
 
-class BodyDecoder:
+class BodyDecoder(FramedBody):
     """A body in data packets, fed in pieces of any size; asks for each next packet.
 
     With a Content-Length the body ends at that many bytes; without one, at the
@@ -287,21 +286,16 @@ class BodyDecoder:
     a body without a length: the web server sends none of it unasked).
     """
 
-    __slots__ = ("done", "unused", "reply", "trailers", "_buf", "_left", "_total", "_limit")
+    __slots__ = ("trailers", "_buf", "_left", "_total", "_limit")
 
     def __init__(self, length: int | None, limits: Limits) -> None:
-        self.done = False
-        self.unused = b""
+        super().__init__()
         self.trailers: list[tuple[str, str]] = []
         self._buf = b""
         self._left = length  # None: until the empty packet
         self._total = 0
         self._limit = limits.body
         self.reply = b"" if length else _ASK
-
-    def take_reply(self) -> bytes:
-        reply, self.reply = self.reply, b""
-        return reply
 
     def feed(self, data: bytes) -> bytes:
         if self.done:
@@ -439,20 +433,11 @@ def ajp_environ(head: AjpHead, conn_environ: dict, trusted: frozenset[str]) -> d
     if head.server_name:
         environ["SERVER_NAME"] = head.server_name
         environ["SERVER_PORT"] = str(head.server_port)
-    get = environ.get
-    for name, value in head.headers:
-        key = environ_key(name)
-        if key is None or key == "CONTENT_LENGTH":
-            continue
-        old = get(key)
-        if old is not None:
-            # RFC 9110 section 5.3: repeated fields combine with ", "; cookies with "; ".
-            value = old + ("; " if key == "HTTP_COOKIE" else ", ") + value
-        environ[key] = value
+    add_fields(environ, head.headers)
+    environ.pop("CONTENT_LENGTH", None)  # the body's length is the packets' (below)
     if head.content_length is not None:
         environ["CONTENT_LENGTH"] = str(head.content_length)
-    path = head.path
-    path_info = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    path_info = decoded_path(head.path)
     script_name = environ["SCRIPT_NAME"]
     if trusted:
         if head.remote_addr:
@@ -480,8 +465,7 @@ def ajp_environ(head: AjpHead, conn_environ: dict, trusted: frozenset[str]) -> d
                 break
     if script_name:
         # Cut on a segment boundary; a path outside the mount leaves SCRIPT_NAME empty.
-        if path_info.startswith(script_name) and \
-                path_info[len(script_name):len(script_name) + 1] in ("", "/"):
+        if under_mount(path_info, script_name):
             path_info = path_info[len(script_name):]
         else:
             script_name = ""
@@ -490,4 +474,10 @@ def ajp_environ(head: AjpHead, conn_environ: dict, trusted: frozenset[str]) -> d
     return environ
 
 
-AJP = Protocol("ajp", parse_head, body_decoder, ajp_environ, framer=framer, buffers_body=True)
+def refuse(response: bytes, head: AjpHead | None) -> bytes:
+    """The server's own error answer (a 408 at a deadline) as AJP packets, without reuse."""
+    return frame_whole(FRAMER, response, keep=False)
+
+
+AJP = Protocol("ajp", parse_head, body_decoder, ajp_environ, framer=framer, buffers_body=True,
+               refuse=refuse)

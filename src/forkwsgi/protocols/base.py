@@ -1,6 +1,7 @@
 """The Protocol contract: what one wire format gives the worker.
 
-Owns: ``Protocol`` (the functions a wire format provides), ``Control`` (what
+Owns: ``Protocol`` (the functions a wire format provides), ``FramedBody`` (the
+base of a decoder that may talk back), ``Control`` (what
 ``parse_head`` returns for a message that is not a request: a PROXY preamble,
 a FastCGI management record, an AJP ping), the ``Framer`` interface (how a
 protocol wraps a response that the dispatcher writes as HTTP: FastCGI
@@ -19,12 +20,13 @@ class Protocol:
     """One wire format's functions; see each attribute."""
 
     __slots__ = ("name", "parse_head", "body_decoder", "environ", "cgi_status", "framer",
-                 "buffers_body")
+                 "buffers_body", "refuse")
 
     def __init__(self, name: str, parse_head: Callable[..., Any],
                  body_decoder: Callable[..., Any], environ: Callable[..., dict],
                  cgi_status: bool = False, framer: Callable[..., Any] | None = None,
-                 buffers_body: bool = False) -> None:
+                 buffers_body: bool = False,
+                 refuse: Callable[[bytes, Any], bytes] | None = None) -> None:
         self.name = name
         # parse_head(buf, limits) -> (head, consumed) | None; raises HTTPError (its status
         # is the answer). ``head`` has RequestHead's fields (http/parser.py).
@@ -44,6 +46,28 @@ class Protocol:
         # The body is framed by the protocol's own messages, so the event loop always
         # receives it (request_buffering off cannot stream it to the app from the socket).
         self.buffers_body = buffers_body
+        # refuse(response, head or None) -> bytes: the server's own error answer (a 408 at
+        # a deadline, a 400 for a bad body), written as HTTP, in this protocol's form; for
+        # the head whose body was arriving, or None between requests. None: as written,
+        # or as CGI with cgi_status. An HTTPError carrying ``wire`` bytes skips it.
+        self.refuse = refuse
+
+
+class FramedBody:
+    """What a body decoder of a protocol that frames bodies in its own messages shares:
+    ``done``, ``unused`` (what came after the body) and ``reply`` (bytes the connection
+    must send the client, asking for more or answering a message beside the body)."""
+
+    __slots__ = ("done", "unused", "reply")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.unused = b""
+        self.reply = b""
+
+    def take_reply(self) -> bytes:
+        reply, self.reply = self.reply, b""
+        return reply
 
 
 class Control:

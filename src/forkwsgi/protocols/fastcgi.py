@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from forkwsgi.http.errors import BadRequest, ContentTooLarge, HeaderFieldsTooLarge, HTTPError
 from forkwsgi.http.parser import Limits
-from forkwsgi.protocols.base import Control, Framer, Protocol, frame_whole
+from forkwsgi.protocols.base import Control, FramedBody, Framer, Protocol, frame_whole
 from forkwsgi.protocols.gateway import GatewayHead, gateway_environ, head_from_variables
 
 _HEADER = struct.Struct(">BBHHBx")
@@ -214,23 +214,17 @@ def _refusal(request_id: int, status: int) -> bytes:
 # --- the body ----------------------------------------------------------------------------------
 
 
-class StdinDecoder:
+class StdinDecoder(FramedBody):
     """The body, from the STDIN records of one request, up to its empty STDIN record."""
 
-    __slots__ = ("request_id", "limits", "done", "unused", "reply", "_buf", "_total")
+    __slots__ = ("request_id", "limits", "_buf", "_total")
 
     def __init__(self, head: FastCGIHead, limits: Limits) -> None:
+        super().__init__()
         self.request_id = head.request_id
         self.limits = limits
-        self.done = False
-        self.unused = b""
-        self.reply = b""
         self._buf = b""
         self._total = 0
-
-    def take_reply(self) -> bytes:
-        reply, self.reply = self.reply, b""
-        return reply
 
     def feed(self, data: bytes) -> bytes:
         if self.done:
@@ -299,5 +293,12 @@ def framer(head: FastCGIHead) -> ResponseFramer:
     return ResponseFramer(head.request_id)
 
 
+def refuse(response: bytes, head: FastCGIHead | None) -> bytes:
+    """The server's own error answer: as the request's records, while a request's body
+    arrives; between requests there is no request id to answer on: nothing (the
+    connection closes)."""
+    return frame_whole(ResponseFramer(head.request_id), response) if head is not None else b""
+
+
 FASTCGI = Protocol("fastcgi", parse_head, body_decoder, gateway_environ, framer=framer,
-                   buffers_body=True)
+                   buffers_body=True, refuse=refuse)

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
-from forkwsgi.environ import apply_forwarded
+from forkwsgi.environ import apply_forwarded, decoded_path, under_mount
 from forkwsgi.http.errors import BadRequest, HeaderFieldsTooLarge
 from forkwsgi.http.parser import LengthDecoder, Limits, RequestHead, parse_content_length
 from forkwsgi.protocols.base import Protocol
@@ -176,7 +176,7 @@ def gateway_environ(head: GatewayHead, conn_environ: dict, trusted: frozenset[st
     sent_script_name = variables.get("SCRIPT_NAME")
     if not path_info:
         path = head.path
-        decoded = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+        decoded = decoded_path(path)
         if path_info is None or sent_script_name == decoded:
             # No PATH_INFO (nginx's scgi_params send DOCUMENT_URI instead), or Apache's
             # mod_proxy_scgi/uwsgi, which put the whole path in SCRIPT_NAME: the path is
@@ -200,8 +200,7 @@ def gateway_environ(head: GatewayHead, conn_environ: dict, trusted: frozenset[st
     if script_name:
         # The mount, cut from PATH_INFO on a segment boundary when the front-end passed the
         # whole path in it (nginx's $document_uri); elsewhere the app sees no mount.
-        if path_info.startswith(script_name) and \
-                path_info[len(script_name):len(script_name) + 1] in ("", "/"):
+        if under_mount(path_info, script_name):
             path_info = path_info[len(script_name):]
         elif sent_script_name is None or not trusted:
             script_name = ""
