@@ -46,7 +46,6 @@ log = logging.getLogger("forkwsgi.error")
 _RECORD = struct.Struct("<HBdI")
 MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
 MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
-MAX_BATCHES = 8  # batches adopted in one turn, a bound on its work (the queue holds few)
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -188,20 +187,21 @@ class Handoff:
         return adopted
 
     def receive(self) -> None:
-        """Adopt every batch of connections waiting in the queue (a few at most), then serve
-        them oldest first. One batch at a time would leave the older batches queued behind
-        this worker's own newer requests: the queue is FIFO, so take all of it."""
-        adopted = []
-        for _ in range(MAX_BATCHES):
-            try:
-                payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
-                                                         MAX_FDS)
-            except (BlockingIOError, InterruptedError):
-                break  # the queue is empty, or another worker took the rest
-            log.debug("handoff: took %d connection(s) (%d bytes)", len(fds), len(payload))
-            if flags & socket.MSG_CTRUNC:
-                log.warning("handoff: descriptors lost in transit (open-file limit?)")
-            adopted += self._adopt(payload, fds)
+        """Adopt one batch of connections a sibling sent, if one is waiting, and serve it.
+
+        One batch, not the whole queue: a sibling that frees up a moment later takes the
+        next, and both serve the waiting requests at once; a worker that took all of
+        them would serve them one after another while its sibling sat idle (measured:
+        the -c50 tail of benchmarks/mixed.py grew by a slow request's length)."""
+        try:
+            payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
+                                                     MAX_FDS)
+        except (BlockingIOError, InterruptedError):
+            return  # a sibling took it first
+        log.debug("handoff: took %d connection(s) (%d bytes)", len(fds), len(payload))
+        if flags & socket.MSG_CTRUNC:
+            log.warning("handoff: descriptors lost in transit (open-file limit?)")
+        adopted = self._adopt(payload, fds)
         # They have waited longest (a busy worker held them, then the queue): serve what
         # they sent before this worker's own newer requests, in the order they came.
         conns = self.conns.conns
