@@ -191,6 +191,14 @@ def connection_environ(base: dict, peer: object) -> dict:
     return environ
 
 
+def forward(environ: dict, trusted: frozenset[str]) -> None:
+    """``apply_forwarded``, when the peer sent any of the forwarded keys it may set."""
+    for key in trusted:
+        if key in environ:
+            apply_forwarded(environ, trusted)
+            return
+
+
 def decoded_path(path: str) -> str:
     """A percent-encoded path as PATH_INFO: decoded, its bytes as latin-1 (PEP 3333)."""
     return unquote_to_bytes(path).decode("latin-1") if "%" in path else path
@@ -247,8 +255,5 @@ def build_environ(head: RequestHead, conn_environ: dict, trusted: frozenset[str]
     if head.host is not None:
         environ["HTTP_HOST"] = head.host  # absolute-form target overrides Host (RFC 9112 3.2.2)
     if trusted:
-        for key in trusted:
-            if key in environ:
-                apply_forwarded(environ, trusted)
-                break
+        forward(environ, trusted)
     return environ

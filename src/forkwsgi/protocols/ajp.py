@@ -49,7 +49,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from forkwsgi.environ import add_fields, apply_forwarded, decoded_path, under_mount
+from forkwsgi.environ import add_fields, decoded_path, forward, under_mount
 from forkwsgi.http.errors import (
     BadRequest,
     ContentTooLarge,
@@ -459,10 +459,7 @@ def ajp_environ(head: AjpHead, conn_environ: dict, trusted: frozenset[str]) -> d
                     environ[key] = attributes[name]
         # The mount, when the web server names it (SetEnv AJP_SCRIPT_NAME /app).
         script_name = head.request_attributes.get("SCRIPT_NAME") or script_name
-        for key in trusted:
-            if key in environ:
-                apply_forwarded(environ, trusted)
-                break
+        forward(environ, trusted)
     if script_name:
         # Cut on a segment boundary; a path outside the mount leaves SCRIPT_NAME empty.
         if under_mount(path_info, script_name):

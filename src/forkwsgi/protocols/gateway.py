@@ -32,7 +32,7 @@ import struct
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from forkwsgi.environ import apply_forwarded, decoded_path, under_mount
+from forkwsgi.environ import decoded_path, forward, under_mount
 from forkwsgi.http.errors import BadRequest, HeaderFieldsTooLarge
 from forkwsgi.http.parser import LengthDecoder, Limits, RequestHead, parse_content_length
 from forkwsgi.protocols.base import Protocol
@@ -195,10 +195,7 @@ def gateway_environ(head: GatewayHead, conn_environ: dict, trusted: frozenset[st
             environ["wsgi.url_scheme"] = "https"
         if sent_script_name is not None:
             script_name = sent_script_name
-        for key in trusted:
-            if key in environ:
-                apply_forwarded(environ, trusted)
-                break
+        forward(environ, trusted)
     if script_name:
         # The mount, cut from PATH_INFO on a segment boundary when the front-end passed the
         # whole path in it (nginx's $document_uri); elsewhere the app sees no mount.
