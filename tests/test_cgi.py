@@ -88,6 +88,13 @@ def test_get_with_path_info_and_query_string(cgi):
     assert answer.headers["content-length"] == str(len(answer.body))
 
 
+def test_mounted_apps_split_the_path_under_the_scripts_own_name(cgi):
+    seen = cgi("--mount", "/api=tests.apps:echo", environ={"PATH_INFO": "/api/x"}).json()
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/cgi-bin/app.cgi/api", "/x")
+    answer = cgi("--mount", "/api=tests.apps:echo", environ={"PATH_INFO": "/elsewhere"})
+    assert answer.status.startswith("404") and answer.body == b"Not Found\n"
+
+
 def test_post_body_is_stdin(cgi):
     data = os.urandom(300_000)
     seen = cgi("tests.apps:echo", body=data, environ={

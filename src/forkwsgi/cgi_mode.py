@@ -5,7 +5,8 @@ in the process environment, its body on stdin, the response on stdout, the
 web server's error log on stderr) with ``wsgiref.handlers.CGIHandler``, after
 the same configuration and loading as the server: ``config.resolve`` (command
 line > environment > config file), ``loader.apply_env``,
-``loader.prepare_import_path``, ``loader.load_app``. Of the settings, only
+``loader.prepare_import_path``, ``loader.load_from_config`` (APP, or the
+``mount`` table). Of the settings, only
 ``USED_SETTINGS`` mean anything here; the others are resolved (so a bad value
 is still an error) and then ignored.
 
@@ -39,9 +40,10 @@ from typing import Any, BinaryIO
 from wsgiref.handlers import CGIHandler
 
 from forkwsgi.config import ConfigError, resolve
-from forkwsgi.loader import AppLoadError, apply_env, load_app, prepare_import_path
+from forkwsgi.loader import AppLoadError, apply_env, load_from_config, prepare_import_path
+from forkwsgi.mount import mount_table
 
-USED_SETTINGS = ("app", "chdir", "pythonpath", "env")
+USED_SETTINGS = ("app", "mount", "chdir", "pythonpath", "env")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PROG = "forkwsgi"
 
@@ -110,13 +112,17 @@ def _load(cli_values: Mapping[str, Any], app: str | None, config_path: str | Non
         raise _Refusal(str(exc), EXIT_USAGE) from None
     for warning in cfg.warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
-    if cfg.app is None:
+    try:
+        served = mount_table(cfg.app, cfg.mount)
+    except ValueError as exc:
+        raise _Refusal(str(exc), EXIT_USAGE) from None
+    if not served:
         raise _Refusal("no application: give APP (e.g. 'myapp:app'), FORKWSGI_APP, "
-                       "or app = \"...\" in the config file", EXIT_USAGE)
+                       "app = \"...\" in the config file, or --mount PREFIX=APP", EXIT_USAGE)
     apply_env(cfg)
     try:
         prepare_import_path(cfg)
-        return load_app(cfg.app)
+        return load_from_config(cfg)
     except AppLoadError as exc:
         raise _Refusal(str(exc), EXIT_FAILURE) from None
 
