@@ -374,7 +374,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reuse_port", ("--reuse-port",), to_bool, False, "socket",
             "Set SO_REUSEPORT on TCP listeners.", is_flag=True),
     Setting("socket_mode", ("--socket-mode",), to_mode, 0o666, "socket",
-            "Permissions of the unix socket files the server creates, in octal, whatever "
+            "Permissions of the unix socket files the server creates, in octal (in TOML "
+            "write \"660\" or 0o660: a bare 660 is a decimal number), whatever "
             "the umask; a client needs write permission to connect. The default lets every "
             "local user connect (as gunicorn's do); 660 with socket_group admits only that "
             "group. Sockets inherited from systemd or a USR2 parent keep theirs."),
@@ -414,7 +415,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("group", ("-g", "--group"), to_group, None, "process",
             "Workers switch to this group (name or gid)."),
     Setting("umask", ("--umask",), to_umask, 0o022, "process",
-            "File mode creation mask of the server processes, in octal."),
+            "File mode creation mask of the server processes, in octal (in TOML write "
+            "\"022\" or 0o022)."),
     Setting("name", ("-n", "--name"), to_optional_str, None, "process",
             "Label shown in process titles instead of the APP spec."),
     # HTTP
