@@ -311,3 +311,11 @@ def test_a_head_that_stops_is_closed_without_an_answer_it_could_not_address(serv
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(begin())  # no PARAMS: no request to answer on, no id to answer with
         assert read_until_closed(sock) == b""
+
+
+def test_an_app_that_raises_gets_a_500_in_the_requests_records(serve):
+    port = serve_on(serve, "fastcgi://", "tests.apps:boom").port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        got = exchange(sock, fcgi_request())
+    assert got[0][:2] == (STDOUT, 1) and got[0][2].startswith(b"Status: 500 ")
+    assert got[-1] == (END_REQUEST, 1, struct.pack(">IB3x", 0, 0))

@@ -43,7 +43,7 @@ from forkwsgi.environ import TrustedPeers, connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.logs import Throttled
 from forkwsgi.netio import pending_bytes
-from forkwsgi.protocols import BY_SCHEME, Control, Protocol, cgi_status_line
+from forkwsgi.protocols import BY_SCHEME, Control, Protocol
 from forkwsgi.protocols.proxy import PROXIED
 from forkwsgi.request_body import CONTINUE, BodySpool
 
@@ -376,10 +376,8 @@ class Connections:
         if error.wire is not None:
             return error.wire  # the protocol's own answer (a FastCGI END_REQUEST, say)
         data = self.error_response(error)
-        protocol = conn.protocol
-        if protocol.refuse is not None:
-            return protocol.refuse(data, conn.head)
-        return cgi_status_line(data) if protocol.cgi_status else data
+        refuse = conn.protocol.refuse
+        return data if refuse is None else refuse(data, conn.head)
 
     def linger(self, conn: Connection) -> None:
         """Lingering close, as Apache and nginx do: closing with the client's bytes still

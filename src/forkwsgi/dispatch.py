@@ -20,7 +20,6 @@ import traceback
 from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, pending_bytes, send_all
-from forkwsgi.protocols import cgi_status_line, frame_whole
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
 from forkwsgi.response import AppError, FileWrapper, Response, date_header
 
@@ -114,12 +113,12 @@ class Dispatcher:
             keep = False
             if not response.head_sent:
                 error = exc.http_error
-                self._send_error(response, self.error_response(error))
+                self._send_error(conn, head, self.error_response(error))
                 response.status = f"{error.status} {error.reason}"
         except Exception:
             keep = False
             aborted = response.head_sent
-            self._app_failed(environ, response, sys.exc_info())
+            self._app_failed(conn, head, environ, response, sys.exc_info())
         if keep:
             keep = response.keep_alive and response.complete and body.drain()
         self.slot.done(time.monotonic())
@@ -169,7 +168,8 @@ class Dispatcher:
             if close is not None:
                 close()
 
-    def _app_failed(self, environ: dict, response: Response, exc_info) -> None:
+    def _app_failed(self, conn, head: RequestHead, environ: dict, response: Response,
+                    exc_info) -> None:
         kind = "broke PEP 3333" if isinstance(exc_info[1], AppError) else "raised"
         log.error("Error handling request %s %s: the application %s",
                   environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), kind, exc_info=exc_info)
@@ -178,18 +178,16 @@ class Dispatcher:
         text = "".join(traceback.format_exception(*exc_info)) if self.debug \
             else "Internal Server Error\n"
         payload = text.encode("utf-8", "replace")
-        head = _ERROR_500 % (date_header() + self.server_header, len(payload))
-        self._send_error(response, head + payload)
+        error_head = _ERROR_500 % (date_header() + self.server_header, len(payload))
+        self._send_error(conn, head, error_head + payload)
         response.status = "500 Internal Server Error"
         response.headers = []
         response.sent = len(payload)
 
-    def _send_error(self, response: Response, data: bytes) -> None:
+    def _send_error(self, conn, head: RequestHead, data: bytes) -> None:
+        """The server's own answer, in the connection's protocol's form (Protocol.refuse)."""
+        refuse = conn.protocol.refuse
         try:
-            if response.framer is not None:
-                data = frame_whole(response.framer, data)
-            elif response.cgi_status:
-                data = cgi_status_line(data)
-            send_all(response.sock, data, 5.0)
+            send_all(conn.sock, data if refuse is None else refuse(data, head), 5.0)
         except OSError:
             pass

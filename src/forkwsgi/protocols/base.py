@@ -47,9 +47,9 @@ class Protocol:
         # receives it (request_buffering off cannot stream it to the app from the socket).
         self.buffers_body = buffers_body
         # refuse(response, head or None) -> bytes: the server's own error answer (a 408 at
-        # a deadline, a 400 for a bad body), written as HTTP, in this protocol's form; for
-        # the head whose body was arriving, or None between requests. None: as written,
-        # or as CGI with cgi_status. An HTTPError carrying ``wire`` bytes skips it.
+        # a deadline, a 400 for a bad body, a 500 for a failed app), written as HTTP, in
+        # this protocol's form; for the request in hand, or None between requests. None:
+        # sent as written. An HTTPError carrying ``wire`` bytes skips it.
         self.refuse = refuse
 
 

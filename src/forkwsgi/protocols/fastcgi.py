@@ -161,8 +161,8 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[object, int] | N
         if content:
             params += content
             if len(params) > limits.head:
-                raise HeaderFieldsTooLarge(f"FastCGI parameters over {limits.head} bytes",
-                                           wire=_refusal(request_id, 431))
+                raise _answered_on(request_id, HeaderFieldsTooLarge(
+                    f"FastCGI parameters over {limits.head} bytes"))
             continue
         decode_pairs(bytes(params), variables, most)
         head = _head(variables, limits, request_id, keep)
@@ -184,8 +184,7 @@ def _head(variables: dict[str, str], limits: Limits, request_id: int, keep: bool
     try:
         base = head_from_variables(variables, limits)
     except HTTPError as error:
-        error.wire = _refusal(request_id, error.status)
-        raise
+        raise _answered_on(request_id, error) from None
     head = FastCGIHead(base.method, base.target, base.path, base.query, base.version, [],
                        None, base.content_length, True, keep, False, variables, request_id)
     return head
@@ -200,15 +199,14 @@ def _management(kind: int, content: bytes) -> Control:
     return Control(reply=record(UNKNOWN_TYPE, 0, bytes([kind]) + b"\0" * 7))
 
 
-def _refusal(request_id: int, status: int) -> bytes:
-    """Our error answer as the front-end reads one: a CGI response, then END_REQUEST."""
-    reason = {400: "Bad Request", 413: "Content Too Large",
-              431: "Request Header Fields Too Large"}.get(status, "Bad Request")
-    body = f"{status} {reason}\n".encode()
-    return frame_whole(ResponseFramer(request_id),
-                       b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                       b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), len(body),
-                                                          body))
+def _answered_on(request_id: int, error: HTTPError) -> HTTPError:
+    """``error``, its answer (a CGI response, then END_REQUEST) in the request's records."""
+    error.wire = _in_records(request_id, error.response())
+    return error
+
+
+def _in_records(request_id: int, response: bytes) -> bytes:
+    return frame_whole(ResponseFramer(request_id), response)
 
 
 # --- the body ----------------------------------------------------------------------------------
@@ -260,7 +258,7 @@ class StdinDecoder(FramedBody):
 
 
 def _too_large(request_id: int, limit: int) -> HTTPError:
-    return ContentTooLarge(f"FastCGI body over {limit} bytes", wire=_refusal(request_id, 413))
+    return _answered_on(request_id, ContentTooLarge(f"FastCGI body over {limit} bytes"))
 
 
 def body_decoder(head: FastCGIHead, limits: Limits) -> StdinDecoder:
@@ -297,7 +295,7 @@ def refuse(response: bytes, head: FastCGIHead | None) -> bytes:
     """The server's own error answer: as the request's records, while a request's body
     arrives; between requests there is no request id to answer on: nothing (the
     connection closes)."""
-    return frame_whole(ResponseFramer(head.request_id), response) if head is not None else b""
+    return _in_records(head.request_id, response) if head is not None else b""
 
 
 FASTCGI = Protocol("fastcgi", parse_head, body_decoder, gateway_environ, framer=framer,

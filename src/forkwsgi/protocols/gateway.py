@@ -35,7 +35,7 @@ from urllib.parse import quote
 from forkwsgi.environ import decoded_path, forward, under_mount
 from forkwsgi.http.errors import BadRequest, HeaderFieldsTooLarge
 from forkwsgi.http.parser import LengthDecoder, Limits, RequestHead, parse_content_length
-from forkwsgi.protocols.base import Protocol
+from forkwsgi.protocols.base import Protocol, cgi_status_line
 
 _UWSGI_HEADER = struct.Struct("<BHB")
 _MAX_LENGTH_DIGITS = 18  # a netstring length longer than this is no SCGI request
@@ -209,4 +209,10 @@ def gateway_environ(head: GatewayHead, conn_environ: dict, trusted: frozenset[st
 
 
 UWSGI = Protocol("uwsgi", parse_uwsgi, body_decoder, gateway_environ)
-SCGI = Protocol("scgi", parse_scgi, body_decoder, gateway_environ, cgi_status=True)
+def refuse_cgi(response: bytes, head: GatewayHead | None) -> bytes:
+    """The server's own error answer as a CGI response (SCGI's front-ends read one)."""
+    return cgi_status_line(response)
+
+
+SCGI = Protocol("scgi", parse_scgi, body_decoder, gateway_environ, cgi_status=True,
+                refuse=refuse_cgi)
