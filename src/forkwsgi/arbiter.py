@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from forkwsgi import fdlimit, handoff, pidfile, proctitle, scoreboard
+from forkwsgi import control, fdlimit, handoff, metrics, pidfile, proctitle, scoreboard
 from forkwsgi import listeners as listeners_mod
 from forkwsgi.settings import BY_NAME
 from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, FORK_SIGNALS, Worker
@@ -52,6 +52,8 @@ class WorkerInfo:
     born: float
     retire_by: float | None = None  # SIGKILL after this, once asked to leave
     kill_at: float | None = None  # SIGKILL after this (timeout: stacks first)
+    reason: str | None = None  # why the arbiter asked it to leave (metrics.EXIT_REASONS)
+    detail: str = ""  # what it was doing then, for the exit's log line
 
 
 class Arbiter:
@@ -73,6 +75,10 @@ class Arbiter:
         self.pending_generation: int | None = None  # a reload waiting for its workers to boot
         self.start_dir = start_dir or os.getcwd()  # before --chdir: where USR2 re-execs
         self._wake_r = self._wake_w = -1
+        self.control: control.ControlServer | None = None
+        self.access = None  # the access log, opened for a request a dead worker held
+        self.totals = metrics.Totals()  # the counters of workers that are gone
+        self.started = time.time()
 
     # --- start and stop -----------------------------------------------------------------------
 
@@ -128,6 +134,16 @@ class Arbiter:
                 self.exit_status = 1
                 return False
         self.board = scoreboard.Scoreboard()
+        where = control.address(cfg.control_bind, cfg.pid, self.pid)
+        if where is not None:
+            self.control = control.ControlServer(where, self.control_routes)
+            try:
+                self.control.open()
+            except listeners_mod.ListenerError as exc:
+                log.error("cannot serve the control endpoint: %s", exc)
+                self.control = None
+                self.exit_status = 1
+                return False
         fdlimit.fit(cfg)
         self.handoff_pair = handoff.make_pair()
         if cfg.preload and not self.load_app():
@@ -136,6 +152,8 @@ class Arbiter:
         proctitle.set_title("arbiter", cfg)
         for listener in self.listeners:
             log.info("Listening at: %s (%s)", listener, self.pid)
+        if self.control is not None:
+            log.info("Control endpoint at: %s", self.control.bind)
         log.info("Arbiter booted: pid %s, %s worker(s)%s", self.pid, self.target,
                  f", taking over from {parent}" if parent else "")
         self.manage_workers()
@@ -162,6 +180,8 @@ class Arbiter:
             signal.signal(signum, _noop)
 
     def cleanup(self) -> None:
+        if self.control is not None:
+            self.control.close()
         successor = self.reexec_pid and _alive(self.reexec_pid)
         listeners_mod.close_listeners(self.listeners, unlink=not successor)
         if self.cfg.pid:
@@ -224,13 +244,30 @@ class Arbiter:
             self.manage_workers()
 
     def sleep(self, timeout: float) -> list[int]:
-        """Wait for a signal or ``timeout``; the signal numbers that arrived, in order."""
-        try:
-            ready, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
-        except InterruptedError:
-            ready = [self._wake_r]
-        if not ready:
-            return []
+        """Wait for a signal or ``timeout``, serving the control endpoint meanwhile; the
+        signal numbers that arrived, in order."""
+        served = self.control
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            readable = [self._wake_r]
+            writable: list[int] = []
+            wait = deadline - time.monotonic()
+            if served is not None:
+                readable += served.read_fds()
+                writable = served.write_fds()
+                client_deadline = served.next_deadline()
+                if client_deadline is not None:
+                    wait = min(wait, client_deadline - time.monotonic())
+            try:
+                ready, out, _ = select.select(readable, writable, [], max(0.0, wait))
+            except InterruptedError:
+                ready, out = [self._wake_r], []
+            if served is not None and (ready or out or served.clients):
+                served.ready([fd for fd in ready if fd != self._wake_r], out)
+            if self._wake_r in ready:
+                break
+            if time.monotonic() >= deadline:
+                return []
         try:
             return list(os.read(self._wake_r, 4096))
         except BlockingIOError:
@@ -297,10 +334,11 @@ class Arbiter:
                     or info.kill_at is not None:
                 continue
             if self.board.state(info.slot) in (scoreboard.IDLE, scoreboard.BUSY):
-                self.retire(info)
+                self.retire(info, "reload")
             else:
                 self.kill_worker(info.pid, signal.SIGKILL)
                 info.kill_at = now + QUICK_GRACE
+                info.reason = "reload"
         self.pending_generation = None
 
     def apply_config(self, cfg) -> None:
@@ -369,7 +407,7 @@ class Arbiter:
             self.spawn_worker()
         if missing < 0:
             for info in sorted(current, key=lambda w: w.born)[:-missing]:
-                self.retire(info)
+                self.retire(info, "scale")
         if self.pending_generation is not None:
             # Only a worker that reached its loop counts: one that failed to load the app
             # passes through RETIRING on its way out, and must not retire the old generation.
@@ -379,7 +417,7 @@ class Arbiter:
                 self.pending_generation = None
                 for info in list(self.workers.values()):
                     if info.generation != self.generation and info.retire_by is None:
-                        self.retire(info)
+                        self.retire(info, "reload")
 
     def spawn_worker(self) -> None:
         board = self.board
@@ -407,6 +445,9 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if self.control is not None:
+                # A control client's connection held open here would never see its EOF.
+                self.control.close_inherited()
             info.pid = os.getpid()
             board.set_pid(slot, info.pid)
             random.seed()
@@ -419,8 +460,9 @@ class Arbiter:
         worker.run()  # never returns; it unblocks FORK_SIGNALS once its handlers are set
         os._exit(0)
 
-    def retire(self, info: WorkerInfo) -> None:
+    def retire(self, info: WorkerInfo, reason: str) -> None:
         info.retire_by = time.monotonic() + self.cfg.graceful_timeout
+        info.reason = reason
         self.kill_worker(info.pid, signal.SIGTERM)
 
     def kill_worker(self, pid: int, sig: int) -> None:
@@ -449,7 +491,9 @@ class Arbiter:
             info = self.workers.pop(pid, None)
             if info is None:
                 continue  # an orphan re-parented to us as PID 1
-            booting = self.board.state(info.slot) == scoreboard.BOOTING
+            slot = self.board.read(info.slot)
+            leaving = self.board.leaving(info.slot)
+            self.totals.fold(*self.board.counters(info.slot))
             self.board.reset(info.slot)
             self.call_hook("child_exit", self, info)
             code = os.waitstatus_to_exitcode(status)
@@ -457,15 +501,70 @@ class Arbiter:
             # crash at import) would fail again in its replacement: stop rather than fork
             # in a loop. A kill from outside (SIGKILL, SIGTERM) is not the code's fault, and
             # an exit after boot (even the app's own sys.exit(3)) is not a boot failure.
+            booting = slot.state == scoreboard.BOOTING
             failed_boot = booting and (code > 0 or -code in CRASH_SIGNALS)
-            if failed_boot and info.retire_by is None and info.kill_at is None \
-                    and not self.stopping:
+            ours = info.retire_by is not None or info.kill_at is not None
+            self.account_exit(info, slot, code, leaving,
+                              failed_boot and not ours and not self.stopping)
+            if failed_boot and not ours and not self.stopping:
                 self.boot_failed(info, code)
-            elif code < 0 and info.retire_by is None and info.kill_at is None \
-                    and not self.stopping:
-                log.error("worker %s died of signal %s", pid, -code)
-            elif code > 0 and not self.stopping:
-                log.error("worker %s exited with status %s", pid, code)
+
+    def account_exit(self, info: WorkerInfo, slot: scoreboard.SlotView, code: int,
+                     leaving: int, failed_boot: bool) -> None:
+        """One log line per worker exit with its reason in words, its count in /metrics,
+        and an access-log line for the request it held, if any (it got no answer)."""
+        if info.reason is not None:
+            reason = info.reason
+        elif failed_boot:
+            reason = "boot_failed"
+        elif self.stopping:
+            reason = "stop"
+        elif leaving == scoreboard.LEAVING_MAX_REQUESTS:
+            reason = "max_requests"
+        elif code < 0 and -code not in CRASH_SIGNALS:
+            reason = "signal"
+        elif code != 0:
+            reason = "crash"
+        else:
+            reason = "exit"
+        how = f"exit status {code}" if code >= 0 else _signal_name(-code)
+        busy = slot.state == scoreboard.BUSY
+        held = f"{slot.method} {slot.target} from {slot.client}" if busy else ""
+        detail = ", ".join(part for part in (info.detail, how if reason in (
+            "crash", "signal", "boot_failed", "timeout", "graceful_timeout") else "",
+            f"while serving {held}" if held else "") if part)
+        self.totals.exited(metrics.WorkerExit(info.pid, info.generation, reason, detail,
+                                              slot.requests, time.time()))
+        words = _EXIT_WORDS.get(reason, reason)
+        text = f"worker {info.pid} exited: {words}" + (f" ({detail})" if detail else "") + \
+            f"; it served {slot.requests} request(s)"
+        if reason in ("crash", "signal"):
+            log.error("%s", text)
+        elif reason in ("timeout", "graceful_timeout", "boot_failed"):
+            log.warning("%s", text)
+        else:
+            log.info("%s", text)
+        if busy:
+            self.log_lost_request(slot, 504 if reason == "timeout" else 502)
+
+    def log_lost_request(self, slot: scoreboard.SlotView, status: int) -> None:
+        """The access-log line the dead worker could not write (docs/signals.md: 504 for a
+        worker killed for its timeout, 502 for any other death; the client got no answer,
+        and the line's length is 0)."""
+        if self.cfg.access_logfile is None:
+            return
+        if self.access is None:
+            from forkwsgi.accesslog import make_access_logger
+
+            self.access = make_access_logger(self.cfg)
+        host, _, port = slot.client.rpartition(":")
+        path, _, query = slot.target.partition("?")
+        environ = {"REQUEST_METHOD": slot.method, "RAW_URI": slot.target, "PATH_INFO": path,
+                   "QUERY_STRING": query, "SERVER_PROTOCOL": "HTTP/1.1",
+                   "REMOTE_ADDR": host or slot.client, "REMOTE_PORT": port}
+        reason = "Gateway Timeout" if status == 504 else "Bad Gateway"
+        self.access(environ, f"{status} {reason}", [], 0,  # type: ignore[misc]
+                    max(0.0, time.monotonic() - slot.request_start))
 
     def boot_failed(self, info: WorkerInfo, code: int) -> None:
         others = [w for w in self.workers.values() if w.generation != info.generation]
@@ -500,6 +599,8 @@ class Arbiter:
                                 info.pid, self.cfg.graceful_timeout)
                     self.kill_worker(info.pid, signal.SIGKILL)
                     info.kill_at = now + QUICK_GRACE
+                    info.detail = f"retired for {info.reason}" if info.reason else ""
+                    info.reason = "graceful_timeout"
                 continue
             if not timeout:
                 continue
@@ -517,6 +618,7 @@ class Arbiter:
                 continue
             self.kill_worker(info.pid, DUMP_SIGNAL)
             info.kill_at = now + DUMP_GRACE
+            info.reason = "timeout"
 
     # --- USR2: a new arbiter on the same sockets --------------------------------------------
 
@@ -546,6 +648,59 @@ class Arbiter:
             log.exception("USR2: exec of the new arbiter failed")
             os._exit(1)
 
+    # --- the control endpoint (control.py serves it, metrics.py renders it) --------------------
+
+    def ready(self) -> bool:
+        """What /readyz says: a worker takes requests, and no stop has begun."""
+        if self.stopping or getattr(self, "draining_since", None) is not None:
+            return False
+        return any(self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)
+                   for w in self.workers.values())
+
+    def live_workers(self) -> list[metrics.LiveWorker]:
+        live = []
+        for info in self.workers.values():
+            seconds, counters = self.board.counters(info.slot)
+            live.append(metrics.LiveWorker(self.board.read(info.slot), seconds, counters,
+                                           info.born, info.reason if info.retire_by else None))
+        return live
+
+    def control_routes(self, method: str, target: str) -> tuple[int, str, bytes]:
+        path = target.partition("?")[0]
+        if path == "/livez":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            ready = self.ready()
+            return (200 if ready else 503), "text/plain", b"ready\n" if ready else (
+                b"stopping\n" if self.stopping else b"not ready\n")
+        if path == "/metrics":
+            text = metrics.exposition(self.totals, self.live_workers(), self.ready(),
+                                      self.stopping, self.started)
+            return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
+        if path == "/status":
+            import json
+
+            from forkwsgi import __version__
+
+            live = self.live_workers()
+            now = time.monotonic()
+            arbiter = {
+                "pid": self.pid, "version": __version__, "app": proctitle.title("", self.cfg)
+                .split("[", 1)[-1].rstrip("]"),
+                "started": self.started, "uptime": round(time.time() - self.started, 3),
+                "generation": self.generation, "target": self.target,
+                "ready": self.ready(), "stopping": self.stopping,
+                "stop_in": round(max(0.0, self.stop_deadline - now), 3) if self.stopping
+                else None,
+                "graceful_timeout": self.cfg.graceful_timeout,
+                "listeners": [str(listener) for listener in self.listeners],
+                "requests": sum(w.slot.requests for w in live) + sum(
+                    self.totals.counters[:scoreboard.C_BYTES_IN]),
+            }
+            document = metrics.status(arbiter, self.totals, live)
+            return 200, "application/json", json.dumps(document).encode()
+        return 404, "text/plain", b"not found: try /livez, /readyz, /metrics or /status\n"
+
     # --- hooks --------------------------------------------------------------------------------
 
     def call_hook(self, name: str, *args) -> None:
@@ -556,6 +711,29 @@ class Arbiter:
             hook(*args)
         except Exception:
             log.exception("%s hook failed", name)
+
+
+_EXIT_WORDS = {
+    "timeout": "killed after --timeout",
+    "graceful_timeout": "killed at the end of --graceful-timeout",
+    "max_requests": "recycled after --max-requests",
+    "memory": "recycled for --max-worker-memory",
+    "lifetime": "recycled after --max-worker-lifetime",
+    "reload": "retired by a reload (HUP)",
+    "scale": "retired to scale down (TTOU/WINCH)",
+    "stop": "stopped with the server",
+    "crash": "crashed",
+    "signal": "killed by a signal the arbiter did not send",
+    "boot_failed": "could not boot",
+    "exit": "left on its own",
+}
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _noop(signum, frame) -> None:

@@ -10,7 +10,8 @@ configuration's warnings as ``forkwsgi: warning: ...`` lines, and the order
 of start-up side effects: ``env`` into os.environ, then chdir and sys.path,
 then the arbiter. ``forkwsgi cgi ...`` (``cgi`` as the first argument only:
 a module named cgi is still served as ``cgi:app`` or ``-- cgi``) parses its own,
-smaller command here and hands the request to cgi_mode.py.
+smaller command here and hands the request to cgi_mode.py; ``forkwsgi status``,
+``reload``, ``stop`` and ``scale`` go to ctl.py the same way.
 
 Exit statuses: 0 success; 1 the configuration is valid but the application
 cannot be loaded or the pidfile cannot be written (``--check-config``), or the
@@ -40,6 +41,9 @@ from forkwsgi.settings import SETTINGS, Config, Setting, SettingError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PROG = "forkwsgi"
+# First arguments that name an operator's command (ctl.py) rather than an app: a module
+# with one of these names is still served as status:app, or after "--".
+CONTROL_COMMANDS = ("status", "reload", "stop", "scale")
 
 HELP = """Serve the WSGI application APP (e.g. myapp:app or 'myapp:create_app()')
 with pre-forked worker processes; --mount serves more, each under a URL prefix.
@@ -51,7 +55,8 @@ environment > config file > default. The config file is -c FILE, else
 ./forkwsgi.toml, else [tool.forkwsgi] in ./pyproject.toml.
 
 'forkwsgi cgi APP' answers one request as a CGI script instead (see
-'forkwsgi cgi --help').
+'forkwsgi cgi --help'). 'forkwsgi status', 'reload', 'stop' and 'scale N'
+talk to a running server (see 'forkwsgi status --help').
 """
 
 _METAVARS = {
@@ -60,6 +65,8 @@ _METAVARS = {
     settings.to_mode: "MODE",
     settings.to_env: "KEY=VALUE", settings.to_bind_list: "ADDRESS", settings.to_list: "LIST",
     settings.to_access_logformat: "FORMAT", settings.to_mounts: "PREFIX=APP",
+    settings.to_size: "SIZE", settings.to_optional_seconds: "SECONDS",
+    settings.to_control_bind: "ADDRESS",
 }
 
 
@@ -149,6 +156,10 @@ def run(argv: list[str]) -> int:
     """Everything ``main`` does, returning the exit status."""
     if argv[:1] == ["cgi"]:
         return run_cgi(argv[1:])
+    if argv[:1] and argv[0] in CONTROL_COMMANDS:
+        from forkwsgi import ctl
+
+        return ctl.run(argv[0], argv[1:])
     try:
         with build_command().make_context(PROG, argv) as ctx:
             params = dict(ctx.params)

@@ -46,6 +46,7 @@ from forkwsgi.netio import pending_bytes
 from forkwsgi.protocols import BY_SCHEME, Control, Protocol
 from forkwsgi.protocols.proxy import PROXIED
 from forkwsgi.request_body import CONTINUE, BodySpool
+from forkwsgi.scoreboard import LEAVING_MAX_REQUESTS
 
 log = logging.getLogger("forkwsgi.error")
 
@@ -106,6 +107,7 @@ class Connections:
     def __init__(self, worker, dispatcher, epoll, cfg, bases: list[tuple[object, dict]],
                  trusted_peers, forwarded: frozenset) -> None:
         self.worker = worker  # alive, requests_left
+        self.slot = worker.slot  # the scoreboard: counters and gauges
         self.serve = dispatcher.serve
         self.error_response = dispatcher.error_response
         self.limits = dispatcher.limits
@@ -170,6 +172,7 @@ class Connections:
                                   f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix")
             sock.close()
             return
+        self.slot.accepted()
         conn = self.add(sock, peer, index, HEAD, time.monotonic() + self.header_timeout,
                         register=False)
         # Most clients send the request right behind the handshake (and deferred accept
@@ -337,6 +340,7 @@ class Connections:
                 # before serving: the last response must say Connection: close
                 log.info("worker %s reached max_requests; retiring", worker.pid)
                 worker.alive = False
+                self.slot.leaving[0] = LEAVING_MAX_REQUESTS
         conn.state = APP
         self.seq += 1
         self.in_app = conn
@@ -364,6 +368,7 @@ class Connections:
         """The server's own error answer (400, 408, 413...), then a lingering close."""
         self.log_client_error("rejected a request from %s: %s %s", conn.client, error.status,
                               error.detail)
+        self.slot.rejected(error.status)
         try:
             conn.sock.send(self.answer(conn, error))
         except OSError:
@@ -452,6 +457,16 @@ class Connections:
             elif state != APP:
                 self.close(conn)  # keep-alive timeout (quietly, like nginx), or linger done
 
+    def publish(self) -> None:
+        """The connection gauges in the scoreboard (head, body, idle, lingering); once a
+        tick, not per request: they are a view for operators, not a count."""
+        counts = [0, 0, 0, 0, 0]
+        for conn in self.conns.values():
+            counts[conn.state] += 1
+        gauges = self.slot.gauges
+        gauges[0], gauges[1], gauges[2], gauges[3] = (counts[HEAD], counts[BODY], counts[IDLE],
+                                                      counts[LINGER])
+
     # --- the cap ----------------------------------------------------------------------------
 
     def make_room(self) -> int:
@@ -468,6 +483,7 @@ class Connections:
             victims.extend(group[:want - len(victims)])
         for conn in victims:
             if conn.state == HEAD:
+                self.slot.rejected(408)
                 with contextlib.suppress(OSError):
                     conn.sock.send(self.answer(conn, RequestTimeout("shed: the worker is full")))
             self.close(conn)

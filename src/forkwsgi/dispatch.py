@@ -121,16 +121,18 @@ class Dispatcher:
             self._app_failed(conn, head, environ, response, sys.exc_info())
         if keep:
             keep = response.keep_alive and response.complete and body.drain()
-        self.slot.done(time.monotonic())
         status = response.status or "500 Internal Server Error"
+        now = time.monotonic()
+        self.slot.done(now, now - start, status,
+                       conn.spool.size if received is not None else body.received,
+                       response.sent)
         if self.post_request is not None:
             try:
                 self.post_request(self.worker, environ, status)
             except Exception:
                 log.exception("post_request hook failed")
         if self.access is not None:
-            self.access(environ, status, response.headers, response.sent,
-                        time.monotonic() - start)
+            self.access(environ, status, response.headers, response.sent, now - start)
         rest = buffered if body is NO_BODY else body.leftover
         if aborted:
             return ABORT, b""

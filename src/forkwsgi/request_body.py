@@ -62,7 +62,8 @@ class RequestBody:
     """A blocking reader over a non-blocking socket. One per request."""
 
     __slots__ = ("_sock", "_timeout", "_buf", "_remaining", "_chunked", "_continue",
-                 "_eof", "_pending", "_broken", "_draining", "leftover", "trailers")
+                 "_eof", "_pending", "_broken", "_draining", "_length", "_decoded", "leftover",
+                 "trailers")
 
     def __init__(self, sock: socket.socket, buffered: bytes, content_length: int | None,
                  chunked: bool, expect_continue: bool, timeout: float, limits: Limits) -> None:
@@ -75,6 +76,7 @@ class RequestBody:
         self._draining = False  # drain(): take what has arrived, never wait for more
         self.trailers: list[tuple[str, str]] = []
         self.leftover = b""  # bytes past the body: the next request's, once eof
+        self._decoded = 0  # chunked: body bytes decoded so far
         if chunked:
             self._chunked: ChunkedDecoder | None = ChunkedDecoder(limits)
             self._remaining = -1
@@ -87,6 +89,7 @@ class RequestBody:
             self._chunked = None
             self._pending = b""
             length = content_length or 0
+            self._length = length
             self._buf = bytearray(buffered[:length])
             self.leftover = buffered[length:]
             self._remaining = length - len(self._buf)  # still on the socket
@@ -126,6 +129,7 @@ class RequestBody:
             raise BodyError(f"bad chunked body: {exc.detail}", exc) from None
         if decoded:
             self._buf += decoded
+            self._decoded += len(decoded)
         if decoder.done:  # type: ignore[union-attr]
             self._eof = True
             self.trailers = decoder.trailers  # type: ignore[union-attr]
@@ -245,6 +249,13 @@ class RequestBody:
     # --- the server side --------------------------------------------------------------------
 
     @property
+    def received(self) -> int:
+        """Body bytes received from the client so far (decoded: no chunk framing)."""
+        if self._chunked is not None:
+            return self._decoded
+        return self._length - self._remaining
+
+    @property
     def finished(self) -> bool:
         return (self._eof or (self._chunked is None and self._remaining <= 0)) and not self._buf
 
@@ -310,6 +321,7 @@ class NoBody:
 
     __slots__ = ()
     finished = True
+    received = 0
     trailers: list = []
 
     def read(self, size: int | None = -1) -> bytes:

@@ -2,9 +2,12 @@
 
 Owns: one fixed-size slot per worker in an anonymous shared mapping made by
 the arbiter before any fork: pid, generation, state, heartbeat, the request
-in flight (method, target, client, start time) and counters. Workers write
-their own slot with ``struct.pack_into`` (no syscall); the arbiter reads
-every slot to find deadlines and to tell timeouts from idle workers.
+in flight (method, target, client, start time) and the worker's counters
+(requests by status class, a duration histogram, body bytes, the server's
+own rejections, connections by state). Workers write their own slot with
+plain stores into shared memory (no syscall); the arbiter reads every slot
+to find deadlines, to tell timeouts from idle workers, and for metrics, and
+folds a dead worker's counters into its totals before the slot is reused.
 
 Must never: make a syscall on the worker's per-request path, or hold a
 reference to arbiter objects.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import mmap
 import struct
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 
 MAX_SLOTS = 512
@@ -23,6 +27,8 @@ MAX_SLOTS = 512
 # for IDLE before retiring an older generation (HUP), so a reload that cannot
 # load the app never leaves the server without workers.
 FREE, BOOTING, IDLE, BUSY, RETIRING = 0, 1, 2, 3, 4
+# Why a worker leaves of its own accord, for the arbiter's account of the exit.
+STAYING, LEAVING_MAX_REQUESTS, LEAVING_ORPHANED = 0, 1, 2
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy",
                RETIRING: "retiring"}
 
@@ -39,10 +45,37 @@ _HEAD = struct.Struct("<iid")  # pid, generation, heartbeat: written by the arbi
 _HEARTBEAT_OFFSET = 8
 _REQUESTS_OFFSET = 24
 _STATE_OFFSET = 32
+_LEAVING_OFFSET = 33  # why the worker leaves of its own accord (in the state's padding)
 _REQUEST = struct.Struct("<16s192s64s")  # diagnostic text: a torn read only garbles a log line
 _REQUEST_OFFSET = 36
-SLOT_SIZE = 320
-assert _SLOT.size <= SLOT_SIZE and SLOT_SIZE % 64 == 0  # a slot never shares a cache line
+
+# The counters, after the fields above: each written by its worker alone (one aligned
+# store), read by the arbiter at any time. The duration histogram is kept per status class
+# (one cell per class and bucket, not cumulative), so a request costs one increment for
+# both its status and its duration.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # + inf
+BUCKETS = len(DURATION_BUCKETS) + 1
+STATUS_CLASSES = 5  # 1xx..5xx
+REJECTED_CODES = (400, 408, 413, 414, 431, 505, 0)  # 0: any other the server sends itself
+C_CELLS = 0  # STATUS_CLASSES * BUCKETS cells: class * BUCKETS + bucket
+C_BYTES_IN = STATUS_CLASSES * BUCKETS  # request body bytes received (decoded)
+C_BYTES_OUT = C_BYTES_IN + 1  # response body bytes sent
+C_REJECTED = C_BYTES_OUT + 1  # one per REJECTED_CODES entry
+C_ACCEPTED = C_REJECTED + len(REJECTED_CODES)  # connections accepted
+COUNTERS = C_ACCEPTED + 1  # the counters above are totals, folded in when a worker dies
+# Gauges after them, rewritten by the worker once a tick: its connections reading a head,
+# receiving a body, idle between requests, lingering.
+GAUGES = 4
+_SECONDS_OFFSET = 320  # the sum of request durations, a double
+_COUNTERS_OFFSET = 328
+_CLASS_CELL = {str(n): (n - 1) * BUCKETS for n in range(1, 6)}
+_OTHER_CLASS = 4 * BUCKETS  # a status that does not start with 1..5 counts as 5xx
+_FIRST_BUCKET = DURATION_BUCKETS[0]
+_REJECT_INDEX = {code: C_REJECTED + i for i, code in enumerate(REJECTED_CODES)}
+SLOT_SIZE = 960
+assert _SLOT.size <= _SECONDS_OFFSET
+assert _COUNTERS_OFFSET + 8 * (COUNTERS + GAUGES) <= SLOT_SIZE
+assert SLOT_SIZE % 64 == 0  # a slot never shares a cache line
 
 
 @dataclass
@@ -97,6 +130,15 @@ class Scoreboard:
     def state(self, index: int) -> int:
         return self.mem[index * SLOT_SIZE + _STATE_OFFSET]
 
+    def leaving(self, index: int) -> int:
+        return self.mem[index * SLOT_SIZE + _LEAVING_OFFSET]
+
+    def counters(self, index: int) -> tuple[float, tuple[int, ...]]:
+        """A worker's seconds in requests, and its counters then gauges."""
+        base = index * SLOT_SIZE
+        return (struct.unpack_from("<d", self.mem, base + _SECONDS_OFFSET)[0],
+                struct.unpack_from(f"<{COUNTERS + GAUGES}Q", self.mem, base + _COUNTERS_OFFSET))
+
     def close(self) -> None:
         self.mem.close()
 
@@ -117,8 +159,13 @@ class SlotWriter:
         self.times = view[base + _HEARTBEAT_OFFSET:base + _REQUESTS_OFFSET].cast("d")
         self.count = view[base + _REQUESTS_OFFSET:base + _STATE_OFFSET].cast("Q")
         self.state = view[base + _STATE_OFFSET:base + _STATE_OFFSET + 1]
+        self.leaving = view[base + _LEAVING_OFFSET:base + _LEAVING_OFFSET + 1]
         self.mem = board.mem
         self.request_offset = base + _REQUEST_OFFSET
+        self.seconds = view[base + _SECONDS_OFFSET:base + _COUNTERS_OFFSET].cast("d")
+        start = base + _COUNTERS_OFFSET
+        self.counters = view[start:start + 8 * COUNTERS].cast("Q")
+        self.gauges = view[start + 8 * COUNTERS:start + 8 * (COUNTERS + GAUGES)].cast("Q")
         self.requests = 0
 
     def set_state(self, state: int) -> None:
@@ -137,8 +184,23 @@ class SlotWriter:
                            target.encode("latin-1", "replace"),
                            client.encode("latin-1", "replace"))
 
-    def done(self, now: float, state: int = IDLE) -> None:
+    def done(self, now: float, elapsed: float, status: str, received: int, sent: int) -> None:
+        """The request is over: IDLE, and counted (``status`` as sent, e.g. "200 OK")."""
         self.requests += 1
         self.times[0] = now  # heartbeat, before the state says IDLE
-        self.state[0] = state
+        self.state[0] = IDLE
         self.count[0] = self.requests
+        counters = self.counters
+        counters[_CLASS_CELL.get(status[0], _OTHER_CLASS) + (
+            0 if elapsed <= _FIRST_BUCKET else bisect_left(DURATION_BUCKETS, elapsed))] += 1
+        self.seconds[0] += elapsed
+        counters[C_BYTES_OUT] += sent
+        if received:
+            counters[C_BYTES_IN] += received
+
+    def rejected(self, code: int) -> None:
+        """The server answered a request itself (400, 408, 413...), without the app."""
+        self.counters[_REJECT_INDEX.get(code, C_REJECTED + len(REJECTED_CODES) - 1)] += 1
+
+    def accepted(self, count: int = 1) -> None:
+        self.counters[C_ACCEPTED] += count

@@ -126,6 +126,55 @@ def to_bind_list(value: Any) -> list[str]:
     return binds
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def to_size(value: Any) -> int:
+    """A number of bytes: ``536870912``, ``512MiB``, ``500MB``, ``1G`` (k, M, G are powers of
+    1000; KiB, MiB, GiB powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size in bytes, got {value!r}")
+    if isinstance(value, int):
+        number, unit = value, ""
+    else:
+        text = str(value).strip()
+        digits = text.rstrip("bBkKmMgGiI ")
+        unit = text[len(digits):].strip().lower()
+        try:
+            number = float(digits) if "." in digits else int(digits)
+        except ValueError:
+            raise ValueError(f"expected a size such as 512MiB, got {value!r}") from None
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 512MiB, got {value!r}")
+    size = int(number * _SIZE_UNITS[unit])
+    if size < 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+    return size
+
+
+def to_control_bind(value: Any) -> str | None:
+    """unix:PATH, HOST:PORT, or none (off); checked here so a typo fails at start."""
+    text = to_optional_str(value)
+    if text is None or text.strip().lower() in ("none", "off"):
+        return None if text is None else "none"
+    from forkwsgi.listeners import ListenerError, parse_bind
+
+    try:
+        kind, _ = parse_bind(text)
+    except ListenerError as exc:
+        raise ValueError(str(exc)) from None
+    if kind == "fd":
+        raise ValueError(f"expected unix:PATH, HOST:PORT or none, got {text!r}")
+    return text
+
+
+def to_optional_seconds(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return to_seconds(value)
+
+
 def to_workers(value: Any) -> int:
     """A count of workers, or ``auto``: the CPUs this process may run on, cgroup quota aware."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -393,6 +442,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Recycle a worker gracefully after this many requests; 0 disables."),
     Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
             "Add a random 0..N to max_requests per worker so they do not all recycle at once."),
+    Setting("control_bind", ("--control-bind",), to_control_bind, None, "process",
+            "Where the arbiter serves /livez, /readyz, /metrics and /status: unix:PATH or "
+            "HOST:PORT (keep it on loopback), or none. Default: a unix socket (mode 0600) "
+            "beside the pidfile (app.pid -> app.control.sock), else "
+            "$XDG_RUNTIME_DIR/forkwsgi/PID.control.sock."),
     Setting("handoff_after", ("--handoff-after",), to_seconds, 0.01, "process",
             "When a worker has been inside the app this long, its other connections (idle "
             "keep-alive ones and partial heads) move to a free sibling, so no request waits "

@@ -235,7 +235,9 @@ class Worker:
                 if os.getppid() != self.arbiter_pid:
                     log.warning("worker %s: the arbiter is gone; exiting", self.pid)
                     self.alive = False
+                    slot.leaving[0] = scoreboard.LEAVING_ORPHANED
                 pool.expire(now)
+                pool.publish()
             if not pool.registered:
                 pool.listen(now)
 
