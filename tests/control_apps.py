@@ -24,8 +24,10 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(len(body)).encode()]
     elif path == "/leak":
-        # Memory only this worker holds: written pages, not shared with the arbiter.
+        # Memory only this worker holds: written pages, not shared with the arbiter. The
+        # pause keeps the leak's pace below the arbiter's sampling.
         _LEAK.append(os.urandom(int(float(value or 1) * 1024 * 1024)))
+        time.sleep(0.01)
     size = int(value) if path == "/bytes" else 2
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"x" * size]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import itertools
 import os
+import re
 import signal
 import socket
 import stat
@@ -333,9 +333,20 @@ def _busy(server) -> int:
 
 
 def test_max_requests_recycles_workers(serve):
+    """The worker past its budget serves on until its replacement is up, then leaves: one
+    worker serves throughout, and every request gets its answer."""
     server = serve("tests.apps:pid", "--max-requests", "5", workers=1)
-    pids = {int(get(server)[1]) for _ in range(12)}
-    assert len(pids) >= 2
+    (first,) = server.workers()
+    pids: set[int] = set()
+
+    def replaced():
+        pids.add(int(get(server)[1]))
+        return len(pids) >= 2
+
+    wait_until(replaced, what="a second worker to serve")
+    assert first.pid in pids
+    server.wait_log(f"worker {first.pid} exited: recycled after --max-requests")
+    assert "reached max_requests (5 requests)" in server.log()
     server.wait_workers(1)
 
 
@@ -634,16 +645,18 @@ def test_preload_loads_the_app_once_in_the_arbiter(serve, preload):
 
 
 def test_max_requests_jitter_spreads_the_recycling(serve):
-    """Each worker serves between max_requests and max_requests + jitter requests."""
+    """Each worker's budget is between max_requests and max_requests + jitter."""
     server = serve("tests.apps:pid", "--max-requests", "2", "--max-requests-jitter", "3",
                    workers=1)
-    served_by: list[str] = []
-    for _ in range(40):
-        served_by.append(get(server)[1].decode())
-    runs = [len(list(group)) for _, group in itertools.groupby(served_by)]
-    assert len(runs) >= 8
-    assert all(2 <= run <= 5 for run in runs[:-1]), runs  # the last worker may not be done
-    assert len(set(runs[:-1])) > 1, runs  # jitter: not every worker the same budget
+
+    def budgets():
+        get(server)
+        found = re.findall(r"reached max_requests \((\d+) requests\)", server.log())
+        return [int(n) for n in found] if len(found) >= 8 else None
+
+    spent = wait_until(budgets, timeout=60, what="8 workers to reach their budgets")
+    assert all(2 <= n <= 5 for n in spent), spent
+    assert len(set(spent)) > 1, spent  # jitter: not every worker the same budget
 
 
 def test_fd_bind_serves_an_inherited_socket(tmp_path):
@@ -753,10 +766,13 @@ def test_recycling_under_keep_alive_load_fails_no_request(serve):
     server = serve("tests.apps:pid", "--max-requests", "20", workers=2)
     failures: list[str] = []
     served_by: set[bytes] = set()
+    done = threading.Event()
 
     def client():
         conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
-        for _ in range(150):
+        for _ in range(5000):
+            if done.is_set():
+                break
             try:
                 conn.request("GET", "/")
                 response = conn.getresponse()
@@ -771,7 +787,12 @@ def test_recycling_under_keep_alive_load_fails_no_request(serve):
     threads = [threading.Thread(target=client) for _ in range(4)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(served_by) > 10  # many generations of workers served
+    try:
+        wait_until(lambda: server.log().count("exited: recycled after --max-requests") >= 4,
+                   timeout=60, what="four workers recycled")
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(60)
+    assert len(served_by) > 3  # several generations of workers served
     assert failures == []

@@ -24,7 +24,16 @@ import sys
 import time
 from dataclasses import dataclass
 
-from forkwsgi import control, fdlimit, handoff, metrics, pidfile, proctitle, scoreboard
+from forkwsgi import (
+    control,
+    fdlimit,
+    handoff,
+    metrics,
+    pidfile,
+    proctitle,
+    recycling,
+    scoreboard,
+)
 from forkwsgi import listeners as listeners_mod
 from forkwsgi.settings import BY_NAME
 from forkwsgi.worker import BOOT_ERROR, DUMP_SIGNAL, FORK_SIGNALS, Worker
@@ -36,6 +45,7 @@ SIG_NAMES = {getattr(signal, "SIG" + name): name.lower() for name in SIGNALS}
 DUMP_GRACE = 1.0  # seconds a hung worker gets to write its stacks before SIGKILL
 QUICK_GRACE = 2.0  # seconds workers get to exit after QUIT/INT before SIGKILL
 MAX_SLEEP = 10.0  # an upper bound on a sleep, in case a deadline is missed
+BOOT_BACKOFF, BOOT_BACKOFF_MAX = 1.0, 60.0  # seconds before a failed replacement is retried
 BOOT_POLL = 0.05  # while a new generation boots, how often to check it is ready
 PARENT_ENV = "FORKWSGI__PARENT"
 CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
@@ -53,6 +63,10 @@ class WorkerInfo:
     retire_by: float | None = None  # SIGKILL after this, once asked to leave
     kill_at: float | None = None  # SIGKILL after this (timeout: stacks first)
     reason: str | None = None  # why the arbiter asked it to leave (metrics.EXIT_REASONS)
+    recycling: str | None = None  # due for replacement (a reason): retired once it is up
+    recycle_at: float | None = None  # --max-worker-lifetime, jitter included
+    strikes: int = 0  # memory samples in a row over --max-worker-memory
+    uss: int | None = None  # its last memory sample
     detail: str = ""  # what it was doing then, for the exit's log line
 
 
@@ -78,6 +92,10 @@ class Arbiter:
         self.control: control.ControlServer | None = None
         self.access = None  # the access log, opened for a request a dead worker held
         self.totals = metrics.Totals()  # the counters of workers that are gone
+        self.recycler = recycling.Recycler(cfg)
+        self.boot_failures = 0  # replacements in a row that could not load the app
+        self.last_boot_failure = 0.0
+        self.spawn_after = 0.0  # no new worker before this (backing off after boot failures)
         self.started = time.time()
 
     # --- start and stop -----------------------------------------------------------------------
@@ -280,6 +298,13 @@ class Arbiter:
         deadlines = [now + (BOOT_POLL if self.pending_generation is not None else MAX_SLEEP)]
         if self.stopping:
             deadlines.append(self.stop_deadline)
+        if self.spawn_after > now:
+            deadlines.append(self.spawn_after)
+        recycle = self.recycler.deadline(now)
+        if recycle is not None:
+            deadlines.append(recycle)
+        if any(w.recycling is not None and w.retire_by is None for w in self.workers.values()):
+            deadlines.append(now + BOOT_POLL)  # a replacement says nothing when it is up
         timeout = self.cfg.timeout
         for info in self.workers.values():
             if info.kill_at is not None:
@@ -353,6 +378,7 @@ class Arbiter:
         loader.prepare_import_path(cfg)
         fdlimit.fit(cfg)
         self.cfg = cfg
+        self.recycler = recycling.Recycler(cfg)
 
     def handle_term(self) -> None:
         self.stop(graceful=True)
@@ -398,31 +424,60 @@ class Arbiter:
     # --- workers ------------------------------------------------------------------------------
 
     def manage_workers(self) -> None:
-        """Converge on ``target`` workers of the current generation."""
+        """Converge on ``target`` serving workers of the current generation. A worker due
+        for recycling keeps serving until its replacement is up, so capacity never dips."""
+        now = time.monotonic()
         # A worker being killed for a timeout no longer counts: its replacement starts now.
         current = [w for w in self.workers.values() if w.generation == self.generation
                    and w.retire_by is None and w.kill_at is None]
-        missing = self.target - len(current)
-        for _ in range(missing):
-            self.spawn_worker()
+        self.start_recycling(current, now)
+        staying = [w for w in current if w.recycling is None]
+        missing = self.target - len(staying)
+        if missing > 0 and now >= self.spawn_after:
+            for _ in range(missing):
+                self.spawn_worker()
         if missing < 0:
-            for info in sorted(current, key=lambda w: w.born)[:-missing]:
+            for info in sorted(staying, key=lambda w: w.born)[:-missing]:
                 self.retire(info, "scale")
-        if self.pending_generation is not None:
-            # Only a worker that reached its loop counts: one that failed to load the app
-            # passes through RETIRING on its way out, and must not retire the old generation.
-            ready = [w for w in current
-                     if self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)]
-            if len(ready) >= self.target:
-                self.pending_generation = None
-                for info in list(self.workers.values()):
-                    if info.generation != self.generation and info.retire_by is None:
-                        self.retire(info, "reload")
+        # Only a worker that reached its loop counts: one that failed to load the app
+        # passes through RETIRING on its way out, and must not retire the one it replaces.
+        ready = [w for w in staying
+                 if self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)]
+        if self.boot_failures and any(w.born > self.last_boot_failure for w in ready):
+            log.warning("workers load the application again, after %d failure(s)",
+                        self.boot_failures)
+            self.boot_failures = 0
+        replaced = [w for w in current if w.recycling is not None]
+        for info in sorted(replaced, key=lambda w: w.born)[:len(ready) + len(replaced)
+                                                          - self.target]:
+            self.retire(info, info.recycling)  # type: ignore[arg-type]
+        if self.pending_generation is not None and len(ready) >= self.target:
+            self.pending_generation = None
+            for info in list(self.workers.values()):
+                if info.generation != self.generation and info.retire_by is None:
+                    self.retire(info, "reload")
+
+    def start_recycling(self, current: list[WorkerInfo], now: float) -> None:
+        """Mark the workers due for replacement (recycling.py decides), a few at a time."""
+        if not self.recycler.active:
+            return
+        room = recycling.at_once(self.target) - sum(w.recycling is not None for w in current)
+        serving = [w for w in current if w.recycling is None
+                   and self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)]
+        for info, reason, detail in self.recycler.due(serving, self.board, now):
+            if room <= 0:
+                break  # the next look takes it, once a replacement is up
+            room -= 1
+            info.recycling = reason
+            info.detail = detail
+            log.info("worker %s is due for recycling (%s%s); starting its replacement first",
+                     info.pid, reason, f": {detail}" if detail else "")
 
     def spawn_worker(self) -> None:
         board = self.board
         slot = board.claim(0, self.generation)
         info = WorkerInfo(0, slot, self.generation, time.monotonic())
+        self.recycler.born(info, info.born)
         self.call_hook("pre_fork", self, info)
         # Move every object the arbiter has made so far out of the collector's reach: the
         # child's collections then never write to the pages they share with the arbiter,
@@ -579,6 +634,21 @@ class Arbiter:
             return
         if info.generation != self.generation:
             return
+        serving = [w for w in self.workers.values()
+                   if self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)]
+        if serving:
+            # Broken code deployed, not yet reloaded, while the running workers still serve
+            # the code they loaded: keep them, and try again later rather than fork in a loop.
+            now = time.monotonic()
+            self.boot_failures += 1
+            self.last_boot_failure = now
+            delay = min(BOOT_BACKOFF_MAX, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
+            self.spawn_after = now + delay
+            log.error("A NEW WORKER CANNOT LOAD THE APPLICATION (worker %s, %s; failure %d in "
+                      "a row): %d worker(s) still serve; trying again in %gs",
+                      info.pid, f"signal {-code}" if code < 0 else f"exit status {code}",
+                      self.boot_failures, len(serving), delay)
+            return
         log.error("worker %s failed to boot (%s): stopping", info.pid,
                   f"signal {-code}" if code < 0 else f"exit status {code}")
         self.exit_status = BOOT_ERROR
@@ -662,7 +732,7 @@ class Arbiter:
         for info in self.workers.values():
             seconds, counters = self.board.counters(info.slot)
             live.append(metrics.LiveWorker(self.board.read(info.slot), seconds, counters,
-                                           info.born, info.reason if info.retire_by else None))
+                                           info.born, info.recycling))
         return live
 
     def control_routes(self, method: str, target: str) -> tuple[int, str, bytes]:
@@ -671,6 +741,10 @@ class Arbiter:
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
             ready = self.ready()
+            if ready and self.boot_failures:
+                # Still serving, with fewer workers: ready, and /status says why.
+                return 200, "text/plain", b"ready (degraded: new workers cannot load the " \
+                    b"application)\n"
             return (200 if ready else 503), "text/plain", b"ready\n" if ready else (
                 b"stopping\n" if self.stopping else b"not ready\n")
         if path == "/metrics":
@@ -693,6 +767,10 @@ class Arbiter:
                 "stop_in": round(max(0.0, self.stop_deadline - now), 3) if self.stopping
                 else None,
                 "graceful_timeout": self.cfg.graceful_timeout,
+                "boot_failures": self.boot_failures,
+                "spawn_in": round(self.spawn_after - now, 3) if self.spawn_after > now
+                else None,
+                "memory_samples": self.recycler.samples,
                 "listeners": [str(listener) for listener in self.listeners],
                 "requests": sum(w.slot.requests for w in live) + sum(
                     self.totals.counters[:scoreboard.C_BYTES_IN]),

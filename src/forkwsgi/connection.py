@@ -32,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import select
+import signal
 import socket
 import struct
 import threading
@@ -260,7 +262,8 @@ class Connections:
                 return
         conn.buf = b""
         conn.state = IDLE
-        conn.deadline = time.monotonic() + self.keep_alive
+        conn.deadline = time.monotonic() + (self.keep_alive if self.worker.alive
+                                            else RETIRE_GRACE)
 
     def control(self, conn: Connection, message: Control, buf: bytes) -> bytes | None:
         """A protocol message that is no request (see protocols.base.Control); the bytes
@@ -337,10 +340,14 @@ class Connections:
         if worker.requests_left:
             worker.requests_left -= 1
             if worker.requests_left == 0:
-                # before serving: the last response must say Connection: close
-                log.info("worker %s reached max_requests; retiring", worker.pid)
-                worker.alive = False
+                # It serves on until the arbiter has its replacement up (no dip in
+                # capacity), then leaves as a retiring worker does. SIGCHLD wakes the
+                # arbiter at once: its loop looks at every slot after any signal.
+                log.info("worker %s reached max_requests (%d requests); asking for its "
+                         "replacement", worker.pid, self.slot.requests + 1)
                 self.slot.leaving[0] = LEAVING_MAX_REQUESTS
+                with contextlib.suppress(OSError):
+                    os.kill(worker.arbiter_pid, signal.SIGCHLD)
         conn.state = APP
         self.seq += 1
         self.in_app = conn
@@ -354,13 +361,17 @@ class Connections:
         if conn.spool is not None:
             conn.spool.close()
             conn.spool = None
-        if after is KEEP and worker.alive:
+        if after is KEEP:
+            # Kept even when a TERM came during the request: the response said keep-alive,
+            # so the client may be sending its next request now. A leaving worker answers
+            # that one with Connection: close (within RETIRE_GRACE), rather than closing
+            # under it.
             return rest
         if after is CLOSE:
             self.close(conn)
         elif after is ABORT:
             self.abort(conn)
-        else:  # LINGER, or a worker leaving: the next request may be on its way
+        else:  # LINGER: the client's last bytes are read and dropped
             self.linger(conn)
         return None
 

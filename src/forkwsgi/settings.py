@@ -442,6 +442,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Recycle a worker gracefully after this many requests; 0 disables."),
     Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
             "Add a random 0..N to max_requests per worker so they do not all recycle at once."),
+    Setting("max_worker_memory", ("--max-worker-memory",), to_size, 0, "process",
+            "Recycle a worker whose USS (memory only it holds: pages shared with the arbiter "
+            "after --preload do not count) stays above this size for 3 samples in a row "
+            "(e.g. 512MiB); it finishes its request once its replacement is up. 0 disables."),
+    Setting("memory_check_interval", ("--memory-check-interval",), to_seconds, 1.0, "process",
+            "How often the arbiter samples each worker's USS for --max-worker-memory."),
+    Setting("max_worker_lifetime", ("--max-worker-lifetime",), to_seconds, 0.0, "process",
+            "Recycle a worker after this many seconds (plus a random jitter); its "
+            "replacement starts first. 0 disables."),
+    Setting("max_worker_lifetime_jitter", ("--max-worker-lifetime-jitter",),
+            to_optional_seconds, None, "process",
+            "Add a random 0..N seconds to max_worker_lifetime per worker, so they do not all "
+            "recycle at once; default: a tenth of max_worker_lifetime."),
     Setting("control_bind", ("--control-bind",), to_control_bind, None, "process",
             "Where the arbiter serves /livez, /readyz, /metrics and /status: unix:PATH or "
             "HOST:PORT (keep it on loopback), or none. Default: a unix socket (mode 0600) "
