@@ -252,3 +252,17 @@ def test_a_bad_control_bind_is_one_line_naming_the_setting(tmp_path):
                             cwd=REPO, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "control_bind" in result.stderr
+
+
+def test_requests_the_server_refuses_get_access_log_lines_without_flooding(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = start(serve, tmp_path, "--access-logfile", str(access), workers=1)
+    assert server.request(b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    wait_until(lambda: access.exists() and '"- - -" 400 ' in access.read_text(),
+               what="the rejected request's access line")
+    for _ in range(300):
+        server.request(b"GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until(lambda: value(metrics(server), "forkwsgi_requests_rejected_total",
+                             code="400") == 301, what="301 rejections counted")
+    # A flood gets at most 20 lines a second; the metrics count every one.
+    assert access.read_text().count(" 400 ") < 301

@@ -63,6 +63,7 @@ RETIRE_GRACE = 1.0  # a leaving worker's idle keep-alive connections: time for a
 ACCEPT_PAUSE = 1.0  # out of descriptors: seconds before the listeners are polled again
 FD_WARNING_INTERVAL = 10.0  # at most one "out of descriptors" line per this many seconds
 CLIENT_ERROR_INTERVAL = 1.0  # at most one "rejected a request" line per second
+REJECTED_LINES = 20  # access-log lines a second, at most, for requests the server refuses
 SHED_FRACTION = 16  # a full worker frees 1/16 of its cap at once, not one slot per accept
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _EPOLLIN = select.EPOLLIN
@@ -110,6 +111,9 @@ class Connections:
                  trusted_peers, forwarded: frozenset) -> None:
         self.worker = worker  # alive, requests_left
         self.slot = worker.slot  # the scoreboard: counters and gauges
+        self.access = dispatcher.access  # the access log, for requests the server refuses
+        self.rejected_since = 0.0
+        self.rejected_lines = 0
         self.serve = dispatcher.serve
         self.error_response = dispatcher.error_response
         self.limits = dispatcher.limits
@@ -380,12 +384,31 @@ class Connections:
         self.log_client_error("rejected a request from %s: %s %s", conn.client, error.status,
                               error.detail)
         self.slot.rejected(error.status)
+        if self.access is not None:
+            self.log_rejected(conn, error)
         try:
             conn.sock.send(self.answer(conn, error))
         except OSError:
             self.close(conn)
             return
         self.linger(conn)
+
+    def log_rejected(self, conn: Connection, error: HTTPError) -> None:
+        """An access-log line for a request the app never saw, at most REJECTED_LINES a
+        second: a flood of bad requests must not fill the disk (the metrics count all)."""
+        now = time.monotonic()
+        if now - self.rejected_since >= 1.0:
+            self.rejected_since, self.rejected_lines = now, 0
+        self.rejected_lines += 1
+        if self.rejected_lines > REJECTED_LINES:
+            return
+        head = conn.head
+        environ = dict(conn.environ)
+        environ["REQUEST_METHOD"] = getattr(head, "method", "-")
+        environ["RAW_URI"] = getattr(head, "target", "-")
+        environ["SERVER_PROTOCOL"] = getattr(head, "version", "-")
+        self.access(environ, f"{error.status} {error.reason}", [],  # type: ignore[misc]
+                    len(f"{error.status} {error.reason}\n"), 0.0)
 
     def answer(self, conn: Connection, error: HTTPError) -> bytes:
         """The server's own answer to ``error``, as the connection's protocol writes one."""
