@@ -453,8 +453,8 @@ def test_check_config_bad_log_config_is_exit_2(forkwsgi, tmp_path):
     (["-D"], "forkwsgi does not daemonize; run it under systemd"),
     (["--daemon"], "forkwsgi does not daemonize; run it under systemd"),
     (["--paste", "production.ini"], "no PasteDeploy loader"),
-    (["--certfile", "cert.pem"], "TLS is not built in yet; terminate TLS at nginx"),
-    (["--keyfile=key.pem"], "TLS is not built in yet; terminate TLS at nginx"),
+    (["--ssl-version", "TLSv1_2"], "TLS 1.2 is the oldest version served"),
+    (["--do-handshake-on-connect"], "the TLS handshake always runs in the worker's event loop"),
 ])
 def test_gunicorn_flag_without_equivalent_says_what_to_do_instead(forkwsgi, args, says):
     result = forkwsgi(*args, "m:app")

@@ -85,11 +85,11 @@ def test_suggest_knows_typos_and_gunicorn_names():
     assert settings.suggest("completely_different") == ""
 
 
-@pytest.mark.parametrize("gunicorn", ["reload", "threads", "daemon", "paste", "certfile",
+@pytest.mark.parametrize("gunicorn", ["reload", "threads", "daemon", "paste", "ssl_version",
                                       "worker_class"])
 def test_a_gunicorn_setting_we_lack_says_what_to_do_not_a_near_miss(gunicorn):
     # Before: reload -> preload, threads -> preload, daemon -> env, paste -> user,
-    # certfile -> error_logfile, worker_class -> workers.
+    # worker_class -> workers.
     assert settings.closest(gunicorn) is None
     assert settings.suggest(gunicorn) == f" (gunicorn's): {gunicorn_compat.by_name(gunicorn).note}"
 

@@ -169,7 +169,8 @@ class Arbiter:
         self.install_signals()
         proctitle.set_title("arbiter", cfg)
         for listener in self.listeners:
-            log.info("Listening at: %s (%s)", listener, self.pid)
+            log.info("Listening at: %s (%s)", listener.url(cfg.tls_context is not None),
+                     self.pid)
         if self.control is not None:
             log.info("Control endpoint at: %s", self.control.bind)
         log.info("Arbiter booted: pid %s, %s worker(s)%s", self.pid, self.target,

@@ -119,7 +119,10 @@ def resolve(cli_values: Mapping[str, Any], app: str | None, config_path: str | N
     if values.get("chdir"):
         # Relative to where we started, so a reload (already chdir'ed) resolves the same.
         values["chdir"] = os.path.normpath(os.path.join(search_dir, values["chdir"]))
-    cfg = make_config(values, config_file=os.path.abspath(path) if path else None)
+    try:
+        cfg = make_config(values, config_file=os.path.abspath(path) if path else None)
+    except SettingError as exc:  # settings checked together (the TLS ones)
+        raise ConfigError(str(exc), setting=exc.setting) from None
     cfg.warnings = warnings
     return cfg
 

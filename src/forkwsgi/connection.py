@@ -9,6 +9,9 @@
     IDLE     the next request            HEAD (its first bytes), closed (keep-alive timeout)
     LINGER   the client's last bytes,    closed (end of file, or LINGER_SECONDS)
              read and dropped
+    HANDSHAKE  the TLS handshake (a TLS  HEAD (done: the request is read at once),
+             listener's connections      closed (failed, or not done by the head's
+             start here)                   deadline: header_timeout)
 
 Owns: the states above and every transition between them; the bytes received
 for a connection and not yet consumed (a partial head, or the requests
@@ -21,6 +24,8 @@ newcomer gets in, and pausing accepts when descriptors run out.
 Every wait but the app's own is here, in the event loop: a slow client costs
 a connection slot and never the worker. With ``request_buffering`` (the
 default) the body is received here too, into a spool, before the app runs.
+The TLS handshake too is stepped here, on the connection's readable and
+writable events (forkwsgi.tls has the socket, docs/tls.md the design).
 
 Must never: parse or frame bytes (the connection's protocol does, chosen by
 its listener: ``parse_head`` and ``body_decoder`` of forkwsgi.protocols), touch
@@ -46,14 +51,16 @@ from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.logs import Throttled
 from forkwsgi.netio import pending_bytes
 from forkwsgi.protocols import BY_SCHEME, Control, Protocol
+from forkwsgi.protocols.http import HTTPS
 from forkwsgi.protocols.proxy import PROXIED
 from forkwsgi.request_body import CONTINUE, BodySpool
 from forkwsgi.scoreboard import LEAVING_MAX_REQUESTS
 
 log = logging.getLogger("forkwsgi.error")
 
-HEAD, BODY, APP, IDLE, LINGER = range(5)
-STATE_NAMES = ("head", "body", "app", "idle", "linger")
+HEAD, BODY, APP, IDLE, LINGER, HANDSHAKE = range(6)
+STATE_NAMES = ("head", "body", "app", "idle", "linger", "handshake")
+_READING = (HEAD, BODY, IDLE)  # TLS: states in which bytes OpenSSL holds are read at once
 
 RECV_SIZE = 16384  # a request head (and what is pipelined behind it)
 BODY_RECV_SIZE = 65536  # a body being received: larger reads, fewer wake-ups
@@ -67,6 +74,7 @@ REJECTED_LINES = 20  # access-log lines a second, at most, for requests the serv
 SHED_FRACTION = 16  # a full worker frees 1/16 of its cap at once, not one slot per accept
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
 _EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # one sleeping worker woken, not all
 
 
@@ -75,7 +83,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "state", "buf", "deadline", "environ", "trusted", "client",
                  "listener", "protocol", "head", "decoder", "spool", "body_start", "received",
-                 "last_raw", "last_head", "last_environ")
+                 "last_raw", "last_head", "last_environ", "events")
 
     def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
                  listener: int, protocol: Protocol, state: int, deadline: float) -> None:
@@ -120,6 +128,8 @@ class Connections:
         self.epoll = epoll
         self.bases = bases  # per listener: (listener, base environ)
         self.protocols = [BY_SCHEME[listener.protocol] for listener, _ in bases]
+        # Per listener: the SSLContext its connections are wrapped in, or None (plain).
+        self.tls = self.serve_tls(cfg)
         self.listening = {listener.fileno(): index  # listener fd -> its index in bases
                           for index, (listener, _) in enumerate(bases)}
         self.trusted_peers = trusted_peers
@@ -179,6 +189,11 @@ class Connections:
             sock.close()
             return
         self.slot.accepted()
+        if self.tls[index] is not None:
+            # Registered at once: a handshake always waits for the client at least once.
+            self.handshake(self.add(sock, peer, index, HANDSHAKE,
+                                    time.monotonic() + self.header_timeout))
+            return
         conn = self.add(sock, peer, index, HEAD, time.monotonic() + self.header_timeout,
                         register=False)
         # Most clients send the request right behind the handshake (and deferred accept
@@ -201,10 +216,87 @@ class Connections:
             trusted = self.forwarded if "" in self.trusted_peers else frozenset()
         conn = Connection(sock, connection_environ(self.bases[index][1], peer), trusted,
                           client, index, self.protocols[index], state, deadline)
+        if self.tls[index] is not None:
+            # TLS, whoever brought the connection (accept, a leaving worker's drained
+            # queue): the handshake first, from the TLS listener's own protocol object.
+            conn.state = HANDSHAKE
+            conn.protocol = HTTPS
+            conn.events = _EPOLLIN if register else 0
         self.conns[conn.fd] = conn
         if register:
             self.epoll.register(conn.fd, _EPOLLIN)
         return conn
+
+    # --- TLS (only where a listener serves it) ----------------------------------------------
+
+    def serve_tls(self, cfg) -> list:
+        """Per listener, its SSLContext or None; and, if any listener has one, the TLS
+        reader in place of ``readable``, so a worker without TLS runs not one instruction
+        more per request. An https:// listener left without a certificate by a reload that
+        dropped certfile gets a context that fails every handshake: never plaintext there."""
+        context = getattr(cfg, "tls_context", None)
+        contexts = []
+        for listener, base in self.bases:
+            if not listener.serves_tls(context is not None):
+                contexts.append(None)
+                continue
+            if context is None:
+                log.error("%s asks for TLS, but the configuration has no certfile since "
+                          "the reload: its handshakes fail until it has one again", listener)
+                from forkwsgi.tls import refusing_context
+
+                contexts.append(refusing_context())
+                continue
+            base["wsgi.url_scheme"] = "https"  # PEP 3333: the scheme the client used
+            contexts.append(context)
+        if any(context is not None for context in contexts):
+            self.readable = self.readable_tls  # type: ignore[method-assign]
+        return contexts
+
+    def readable_tls(self, conn: Connection) -> None:
+        """``readable`` in a worker that serves TLS: steps a handshake, and reads what
+        OpenSSL holds decrypted, which no epoll event announces (an app that read its
+        body in small pieces can leave the next pipelined request there)."""
+        if conn.state == HANDSHAKE:
+            self.handshake(conn)
+            return
+        Connections.readable(self, conn)
+        if conn.protocol is HTTPS:
+            sock = conn.sock
+            while self.conns.get(conn.fd) is conn and conn.state in _READING \
+                    and sock.pending():
+                Connections.readable(self, conn)
+
+    def handshake(self, conn: Connection) -> None:
+        """One step of a TLS handshake, on any event of a HANDSHAKE connection: wait for
+        the socket the way OpenSSL asks (readable, or writable while its flight does not
+        fit the socket buffer), then read the request at once (it often comes with the
+        client's Finished). A failure costs the connection alone: closed, without an
+        answer, which could not be read (a plaintext request, no shared cipher, a
+        client certificate missing or not signed by ca_certs)."""
+        sock = conn.sock
+        try:
+            if sock.__class__ is socket.socket:
+                # The first step wraps: here, where a failure closes one connection.
+                sock = conn.sock = self.tls[conn.listener].wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False)
+            want = sock.handshake_step()
+        except (OSError, ValueError) as exc:
+            self.log_client_error("TLS handshake with %s failed: %s", conn.client,
+                                  getattr(exc, "reason", None) or exc)
+            self.close(conn)
+            return
+        if want != conn.events and (want or conn.events != _EPOLLIN):
+            events = want or _EPOLLIN
+            if conn.events:
+                self.epoll.modify(conn.fd, events)
+            else:
+                self.epoll.register(conn.fd, events)
+            conn.events = events
+        if want:
+            return
+        conn.state = HEAD  # the deadline set at accept bounds the handshake and the head
+        self.readable_tls(conn)
 
     # --- the transitions --------------------------------------------------------------------
 
@@ -436,7 +528,10 @@ class Connections:
     def abort(self, conn: Connection) -> None:
         """Close with a RST (SO_LINGER 0): the app failed after its response began. A
         clean close would end a close-delimited body as if it were whole; a reset is the
-        one signal every client reads as "the response was cut" (RFC 9112 section 8)."""
+        one signal every client reads as "the response was cut" (RFC 9112 section 8).
+        Over TLS, without close_notify, which would say the opposite."""
+        if conn.protocol is HTTPS:
+            conn.sock.forget()
         with contextlib.suppress(OSError):
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.close(conn)
@@ -475,6 +570,12 @@ class Connections:
                     continue
             if conn.deadline > now:
                 continue
+            if state == HANDSHAKE:
+                # No 408: a client whose handshake is not done could not read it.
+                self.log_client_error("TLS handshake with %s not done in %gs: closed",
+                                      conn.client, self.header_timeout)
+                self.close(conn)
+                continue
             if state != LINGER and pending_bytes(conn.sock):
                 # Its bytes are here, unread only because the app had the worker (or epoll
                 # never said so): read them now rather than time out a client that was on time.
@@ -494,7 +595,7 @@ class Connections:
     def publish(self) -> None:
         """The connection gauges in the scoreboard (head, body, idle, lingering); once a
         tick, not per request: they are a view for operators, not a count."""
-        counts = [0, 0, 0, 0, 0]
+        counts = [0] * len(STATE_NAMES)
         for conn in self.conns.values():
             counts[conn.state] += 1
         gauges = self.slot.gauges
@@ -509,7 +610,7 @@ class Connections:
         (408), so that a client with a real request gets in. Returns how many."""
         want = max(1, self.max // SHED_FRACTION)
         victims: list[Connection] = []
-        for state in (LINGER, IDLE, HEAD):
+        for state in (LINGER, IDLE, HANDSHAKE, HEAD):
             if len(victims) >= want:
                 break
             group = [c for c in self.conns.values() if c.state == state]

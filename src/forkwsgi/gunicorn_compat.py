@@ -33,8 +33,8 @@ class GunicornSetting(NamedTuple):
 _SYNC = ("forkwsgi workers are sync, one request at a time each, while each worker's event "
          "loop holds idle and slow connections; scale with workers (-w)")
 _RELOAD = "forkwsgi has no code reloader; send HUP (kill -HUP <pid>) to load new code"
-_TLS = ("TLS is not built in yet; terminate TLS at nginx (conf/nginx/forkwsgi.conf) "
-        "or a load balancer")
+_HANDSHAKE = ("the TLS handshake always runs in the worker's event loop, so a client slow to "
+              "finish it holds a connection slot, never the worker (docs/tls.md)")
 _PASTE = ("no PasteDeploy loader; serve a module that calls "
           "paste.deploy.loadapp('config:/path/app.ini') as APP")
 _SYSLOG = ("no syslog setting; add a logging.handlers.SysLogHandler in a log_config file, "
@@ -194,16 +194,25 @@ GUNICORN: tuple[GunicornSetting, ...] = tuple(GunicornSetting(*row) for row in (
      "gunicorn's worker_exit(server, worker) differs from forkwsgi's worker_exit(worker)"),
     ("nworkers_changed", (), "Server Hooks", None, "no hook on TTIN and TTOU"),
     ("on_exit", (), "Server Hooks", "on_exit", _HOOK_OBJECTS),
-    ("ssl_context", (), "Server Hooks", None, _TLS),
+    ("ssl_context", (), "Server Hooks", None,
+     "no hook: the context is built from certfile, keyfile, ca_certs, cert_reqs and ciphers, "
+     "in the arbiter at start and at each HUP (docs/tls.md)"),
     # SSL
-    ("keyfile", ("--keyfile",), "SSL", None, _TLS),
-    ("certfile", ("--certfile",), "SSL", None, _TLS),
-    ("ssl_version", ("--ssl-version",), "SSL", None, _TLS),
-    ("cert_reqs", ("--cert-reqs",), "SSL", None, _TLS),
-    ("ca_certs", ("--ca-certs",), "SSL", None, _TLS),
-    ("suppress_ragged_eofs", ("--suppress-ragged-eofs",), "SSL", None, _TLS),
-    ("do_handshake_on_connect", ("--do-handshake-on-connect",), "SSL", None, _TLS),
-    ("ciphers", ("--ciphers",), "SSL", None, _TLS),
+    ("keyfile", ("--keyfile",), "SSL", "keyfile",
+     "read by the arbiter: it need not be readable by the workers' user"),
+    ("certfile", ("--certfile",), "SSL", "certfile",
+     "TLS on every HTTP bind without a scheme, as gunicorn; https:// binds too, http:// ones "
+     "stay plain; a HUP reads a replaced certificate"),
+    ("ssl_version", ("--ssl-version",), "SSL", None,
+     "TLS 1.2 is the oldest version served, and the newest both sides speak is used"),
+    ("cert_reqs", ("--cert-reqs",), "SSL", "cert_reqs",
+     "none, optional or required; gunicorn's 0, 1 and 2 also"),
+    ("ca_certs", ("--ca-certs",), "SSL", "ca_certs", ""),
+    ("suppress_ragged_eofs", ("--suppress-ragged-eofs",), "SSL", None,
+     "a client that closes without close_notify has closed its connection, as with "
+     "gunicorn's default"),
+    ("do_handshake_on_connect", ("--do-handshake-on-connect",), "SSL", None, _HANDSHAKE),
+    ("ciphers", ("--ciphers",), "SSL", "ciphers", "TLS 1.2's; TLS 1.3 suites are OpenSSL's"),
     # Not a setting in gunicorn either, but on its command line.
     ("version", ("-v", "--version"), "Command line", "--version", ""),
 ))

@@ -4,12 +4,22 @@ Owns: parsing ``-b`` values (``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT``,
 ``PORT``, ``HOST``, each with an optional ``tcp://``; ``unix:PATH``,
 ``fd://N``), each optionally behind a protocol scheme (``uwsgi://``,
 ``scgi://``: the wire format its connections speak, kept on the Listener
-for the workers), binding them, adopting sockets inherited from a previous
+for the workers) or behind ``https://`` (TLS asked for) or ``http://``
+(TLS refused), binding them, adopting sockets inherited from a previous
 arbiter (USR2 upgrade, ``FORKWSGI__FDS``) or from systemd (``LISTEN_FDS``),
 giving the unix socket files this process creates their mode and group
 (``socket_mode``, ``socket_group``), and removing them on exit.
 
-Must never: accept connections (workers do) or know a wire format beyond its name.
+Which listeners serve TLS: an ``https://`` one always; one bound without a
+scheme when ``certfile`` is set (gunicorn's rule, so ``-b :443 --certfile``
+works as there); never an ``http://`` one (a plain port beside a TLS one, for
+a local front-end or a health check), a gateway (``uwsgi://`` ...: its
+front-end has terminated TLS) or ``proxy+http://`` (the PROXY preamble comes
+before any TLS, and HAProxy terminates TLS itself when it sends one).
+``Listener.serves_tls`` decides it; the worker wraps the connections.
+
+Must never: accept connections (workers do), know a wire format beyond its name, or
+touch TLS beyond knowing which listeners want it.
 """
 
 from __future__ import annotations
@@ -41,23 +51,49 @@ class Listener:
     server_name: str = field(default="")
     server_port: str = field(default="")
     protocol: str = "http"  # the wire format: a scheme of forkwsgi.protocols.BY_SCHEME
+    tls: bool | None = None  # https:// (True), http:// (False), else as certfile says (None)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def serves_tls(self, certfile_given: bool) -> bool:
+        """Whether this listener's connections speak TLS (see the module docstring)."""
+        if self.tls is not None:
+            return self.tls
+        return certfile_given and self.protocol == "http"
+
     def __str__(self) -> str:
+        return self.url()
+
+    def url(self, certfile_given: bool = False) -> str:
+        """Where it listens, as a URL whose scheme is its protocol (https with TLS)."""
+        scheme = "https" if self.serves_tls(certfile_given) else self.protocol
         if self.unix_path:
             where = f"unix:{self.unix_path}"
-            return where if self.protocol == "http" else f"{self.protocol}://{where}"
+            return where if scheme == "http" else f"{scheme}://{where}"
         address = self.sock.getsockname()
         if self.sock.family == socket.AF_INET6:
-            return f"{self.protocol}://[{address[0]}]:{address[1]}"
+            return f"{scheme}://[{address[0]}]:{address[1]}"
         if self.sock.family == socket.AF_INET:
-            return f"{self.protocol}://{address[0]}:{address[1]}"
+            return f"{scheme}://{address[0]}:{address[1]}"
         return self.spec
 
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", "8000"
+
+
+def split_tls(spec: str) -> tuple[bool | None, str]:
+    """``(True, "0.0.0.0:443")`` for ``https://0.0.0.0:443``, ``(False, ...)`` for
+    ``http://...``, ``(None, spec)`` for anything else; raises ListenerError for TLS in
+    front of another protocol's scheme."""
+    for scheme, tls in (("https://", True), ("http://", False)):
+        if spec.startswith(scheme):
+            rest = spec[len(scheme):]
+            if split_scheme(rest)[0] != "http" or rest.startswith(("http://", "https://")):
+                raise ListenerError(f"bind '{spec}': {scheme} takes an address, not another "
+                                    f"protocol")
+            return tls, rest
+    return None, spec
 
 
 def parse_bind(spec: str) -> tuple[str, object]:
@@ -241,7 +277,8 @@ def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
     adopted = [_adopt_fd(fd) for fd in (inherited or [])]
     listeners: list[Listener] = []
     for spec in binds:
-        protocol, where = split_scheme(spec)
+        tls, bare = split_tls(spec)
+        protocol, where = split_scheme(bare)
         kind, address = parse_bind(where)
         owned = False
         if kind == "fd":
@@ -259,7 +296,7 @@ def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
         else:
             host, port = address  # type: ignore[misc]
             sock = _tcp_socket(host, port, backlog, reuse_port)
-        listeners.append(_describe(sock, spec, owned, protocol))
+        listeners.append(_describe(sock, spec, owned, protocol, tls))
     # Inherited sockets nobody asked for: keep serving them (systemd chose them).
     listeners.extend(_describe(sock, f"fd://{sock.fileno()}") for sock in adopted)
     for listener in listeners:
@@ -281,8 +318,8 @@ def _defer_accept(sock: socket.socket) -> None:
 
 
 def _describe(sock: socket.socket, spec: str, owned: bool = False,
-              protocol: str = "http") -> Listener:
-    listener = Listener(sock, spec, protocol=protocol)
+              protocol: str = "http", tls: bool | None = None) -> Listener:
+    listener = Listener(sock, spec, protocol=protocol, tls=tls)
     if sock.family == socket.AF_UNIX:
         listener.unix_path = sock.getsockname() or None
         listener.owned_path = owned

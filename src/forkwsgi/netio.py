@@ -6,6 +6,12 @@ says EAGAIN. The try-first order matters: a socket with a Python timeout
 polls before *every* recv/send, which costs a syscall per call on the hot
 path; here the common case is exactly one recv or one send.
 
+A TLS connection's socket (forkwsgi.tls.TLSSocket) reads and writes like a
+plain non-blocking one, would-block included, so nothing here branches on
+TLS per call; what differs is taken where it shows: ``pending_bytes`` counts
+what OpenSSL holds decrypted, and ``send_parts`` joins the parts, an SSL
+socket having no ``sendmsg``.
+
 Must never: parse HTTP or know about WSGI.
 """
 
@@ -38,13 +44,16 @@ def wait(sock: socket.socket, events: int, timeout: float) -> None:
 
 
 def pending_bytes(sock: socket.socket) -> int:
-    """Bytes received and not yet read (FIONREAD); 0 when the kernel will not say."""
+    """Bytes received and not yet read (FIONREAD); 0 when the kernel will not say. On a
+    TLS connection, those still encrypted in the kernel plus those OpenSSL has decrypted
+    and holds, which no poll reports."""
     count = array.array("i", [0])
     try:
         fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
     except OSError:
         return 0
-    return count[0]
+    decrypted = getattr(sock, "pending", None)  # off the hot path: deadlines, closes
+    return count[0] + decrypted() if decrypted is not None else count[0]
 
 
 def recv_some(sock: socket.socket, size: int, timeout: float) -> bytes:
@@ -99,6 +108,12 @@ def send_parts(sock: socket.socket, parts: list[bytes], timeout: float) -> None:
         sent = 0
     except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
         raise ClientDisconnected(str(exc)) from None
+    except NotImplementedError:
+        # An SSL socket has no sendmsg. Joined, the parts go out as one TLS record rather
+        # than one per part, and a write that must wait is retried with the same bytes,
+        # as OpenSSL requires.
+        send_all(sock, b"".join(parts), timeout)
+        return
     if sent == total:
         return
     for part in parts:

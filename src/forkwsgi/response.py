@@ -4,7 +4,9 @@ Owns: validating what the app hands us (status, header names and values,
 no 1xx: it is not a final status), choosing the framing (Content-Length
 when known, chunked on HTTP/1.1 otherwise, close-delimited on HTTP/1.0; no
 body for HEAD, 204 and 304), adding Date/Server/Connection, and writing the
-head and a small body in one send.
+head and a small body in one send. A ``wsgi.file_wrapper`` over a regular
+file goes out with sendfile(2), except over TLS, where it is read and written
+through OpenSSL like any body.
 
 Hop-by-hop fields from the app (PEP 3333 forbids them) are handled as
 gunicorn does, so migrated apps keep working: ``Connection: close`` is
@@ -349,6 +351,8 @@ class Response:
         """sendfile() a regular file; False if it must be iterated instead."""
         if self.head_sent or self.status is None or self.framer is not None:
             return False  # a framed response wraps every piece: iterate the file
+        if self.sock.__class__ is not socket.socket:
+            return False  # TLS: sendfile(2) would write the file's plaintext to the socket
         span = wrapper.sendfile_span()
         if span is None:
             return False

@@ -301,6 +301,24 @@ def choice(*options: str) -> Callable[[Any], str]:
     return convert
 
 
+CERT_REQS = ("none", "optional", "required")  # gunicorn's 0, 1, 2 (ssl.CERT_NONE...)
+
+
+def to_cert_reqs(value: Any) -> str:
+    """Whether TLS clients must show a certificate: a name, or gunicorn's number."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CERT_REQS):
+        return CERT_REQS[value]  # ssl.CERT_REQUIRED from a gunicorn config is an int too
+    text = to_str(value).strip().lower()
+    if text.isdigit() and int(text) < len(CERT_REQS):
+        return CERT_REQS[int(text)]
+    if text not in CERT_REQS:
+        raise ValueError(f"expected one of {', '.join(CERT_REQS)}, got {value!r}")
+    return text
+
+
+to_cert_reqs.choices = CERT_REQS  # type: ignore[attr-defined]
+
+
 def to_app_spec(value: Any) -> str | None:
     """An APP spec, checked for syntax only; importing it is loader.load_app's job."""
     from forkwsgi.loader import validate_spec  # lazy: the table must stay import-light
@@ -431,6 +449,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("socket_group", ("--socket-group",), to_group, None, "socket",
             "Group (name or gid) of the unix socket files the server creates, e.g. the group "
             "nginx runs as; with socket_mode 660 only its members (and the owner) connect."),
+    # TLS on the HTTP listeners (docs/tls.md); checked together by make_config
+    Setting("certfile", ("--certfile",), to_optional_str, None, "socket",
+            "PEM certificate (the server's first, then its chain) to serve TLS with: every "
+            "HTTP listener bound without a scheme then speaks HTTPS, as do https:// ones "
+            "(http:// keeps one plain; gateway and proxy+http:// listeners never). TLS 1.2 is "
+            "the oldest version served; ALPN offers http/1.1. Read at start and at each HUP; "
+            "a relative path is relative to chdir."),
+    Setting("keyfile", ("--keyfile",), to_optional_str, None, "socket",
+            "PEM private key of certfile, unencrypted; read by the arbiter, so the workers' "
+            "user need not be able to. Default: the key in certfile itself."),
+    Setting("ca_certs", ("--ca-certs",), to_optional_str, None, "socket",
+            "PEM file of the certificate authorities whose client certificates are accepted "
+            "(see cert_reqs)."),
+    Setting("cert_reqs", ("--cert-reqs",), to_cert_reqs, "none", "socket",
+            "TLS client certificates: none (not asked for), optional (asked for, and "
+            "verified against ca_certs when sent) or required (a client without a valid one "
+            "fails the handshake); gunicorn's 0, 1 and 2 also."),
+    Setting("ciphers", ("--ciphers",), to_optional_str, None, "socket",
+            "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults). "
+            "Default: Python's."),
     # processes
     Setting("workers", ("-w", "--workers"), to_workers, 1, "process",
             "Number of worker processes, or 'auto' for the CPUs available (cgroup quota aware)."),
@@ -660,11 +698,14 @@ def convert(name: str, value: Any) -> Any:
 
 class Config(SimpleNamespace):
     """Resolved settings: one attribute per row (``app`` is the APP spec), plus
-    ``config_file`` (the absolute path file settings came from, or None) and, from
-    ``config.resolve``, ``warnings`` (one-line messages about ignored input)."""
+    ``config_file`` (the absolute path file settings came from, or None),
+    ``tls_context`` (the ssl.SSLContext the TLS rows describe, or None: see
+    forkwsgi.tls) and, from ``config.resolve``, ``warnings`` (one-line messages
+    about ignored input)."""
 
     app: str | None
     config_file: str | None
+    tls_context: Any
 
 
 def defaults() -> dict[str, Any]:
@@ -675,9 +716,44 @@ def defaults() -> dict[str, Any]:
 
 def make_config(values: dict[str, Any] | None = None, app: str | None = None,
                 config_file: str | None = None) -> Config:
-    """A Config from defaults overlaid with already-converted ``values``."""
+    """A Config from defaults overlaid with already-converted ``values``, and its
+    ``tls_context``; SettingError when the TLS settings do not go together (a value's own
+    error is its converter's, before this)."""
     merged = defaults()
     merged.update(values or {})
     if app is not None:
         merged["app"] = app
-    return Config(config_file=config_file, **merged)
+    cfg = Config(config_file=config_file, **merged)
+    cfg.tls_context = tls_context(cfg)
+    return cfg
+
+
+def tls_context(cfg: Config) -> Any:
+    """The ssl.SSLContext the TLS rows describe (None without ``certfile``), built now,
+    since building it is the only complete check of them: a file that is missing, holds
+    no certificate or key, or a key that does not match. SettingError names the setting.
+    Relative paths are relative to ``chdir``, which the arbiter moves to: the same file
+    at start and at every HUP."""
+    if cfg.certfile is None:
+        for name in ("keyfile", "ca_certs", "ciphers"):
+            if getattr(cfg, name) is not None:
+                raise SettingError(name, "TLS needs certfile too")
+        if cfg.cert_reqs != "none":
+            raise SettingError("cert_reqs", "TLS needs certfile too")
+        for bind in cfg.bind:
+            if bind.startswith("https://"):
+                raise SettingError("bind", f"{bind!r} serves TLS: it needs certfile")
+        return None
+    if cfg.cert_reqs != "none" and cfg.ca_certs is None:
+        raise SettingError("cert_reqs", f"{cfg.cert_reqs!r} needs ca_certs: the authorities "
+                                        f"client certificates are verified against")
+    from forkwsgi import tls  # lazy: the ssl module only where TLS is configured
+
+    def where(path: str | None) -> str | None:
+        return None if path is None else os.path.join(cfg.chdir or "", os.path.expanduser(path))
+
+    try:
+        return tls.build_context(where(cfg.certfile), where(cfg.keyfile), where(cfg.ca_certs),
+                                 cfg.cert_reqs, cfg.ciphers)
+    except tls.TLSSettingError as exc:
+        raise SettingError(exc.setting, str(exc)) from None
