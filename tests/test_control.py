@@ -266,3 +266,25 @@ def test_requests_the_server_refuses_get_access_log_lines_without_flooding(serve
                              code="400") == 301, what="301 rejections counted")
     # A flood gets at most 20 lines a second; the metrics count every one.
     assert access.read_text().count(" 400 ") < 301
+
+
+def test_readyz_turns_503_on_term_while_the_listeners_still_serve(serve, tmp_path):
+    """With --shutdown-delay the server is not ready from the TERM on, but still serves:
+    a load balancer takes it out before its listeners close."""
+    server = start(serve, tmp_path, "--shutdown-delay", "30", workers=1)
+    assert get(server, "/readyz")[0] == 200
+    server.signal(signal.SIGTERM)
+    wait_until(lambda: get(server, "/readyz") == (503, b"stopping\n"), what="readyz 503")
+    assert requests.get(server.url + "/ok", timeout=10).status_code == 200
+    assert value(metrics(server), "forkwsgi_ready") == 0
+    server.signal(signal.SIGTERM)  # a second TERM ends the delay
+    assert server.wait_exit(30) == 0
+
+
+def test_a_long_stop_says_what_it_waits_for(serve, tmp_path):
+    server = start(serve, tmp_path, "--graceful-timeout", "30", workers=1)
+    thread = busy_with(server, "/sleep?seconds=7")
+    server.signal(signal.SIGTERM)
+    server.wait_log("stopping: waiting for 1 worker(s), 1 request(s) in flight; ")
+    thread.join(30)
+    assert server.wait_exit(30) == 0

@@ -8,7 +8,8 @@ docs/signals.md.
 
 Must never: serve a request, import the application (unless ``preload``),
 or keep per-worker state the scoreboard already holds. Pidfiles, logs,
-listeners and titles belong to their own small modules.
+listeners, titles and the messages to systemd (notify.py) belong to their
+own small modules.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from forkwsgi import (
     fdlimit,
     handoff,
     metrics,
+    notify,
     pidfile,
     proctitle,
     recycling,
@@ -46,8 +48,11 @@ DUMP_GRACE = 1.0  # seconds a hung worker gets to write its stacks before SIGKIL
 QUICK_GRACE = 2.0  # seconds workers get to exit after QUIT/INT before SIGKILL
 MAX_SLEEP = 10.0  # an upper bound on a sleep, in case a deadline is missed
 BOOT_BACKOFF, BOOT_BACKOFF_MAX = 1.0, 60.0  # seconds before a failed replacement is retried
+STOP_PROGRESS = 5.0  # seconds between the progress lines of a long stop
 BOOT_POLL = 0.05  # while a new generation boots, how often to check it is ready
 PARENT_ENV = "FORKWSGI__PARENT"
+ADOPT_ENV = "FORKWSGI__WORKERS"  # in-place upgrade: the previous image's workers, to adopt
+ACTIVATED_ENV = "FORKWSGI__ACTIVATED"  # the inherited sockets are systemd's: bind none of ours
 CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
                            signal.SIGABRT})
 
@@ -67,6 +72,7 @@ class WorkerInfo:
     recycle_at: float | None = None  # --max-worker-lifetime, jitter included
     strikes: int = 0  # memory samples in a row over --max-worker-memory
     uss: int | None = None  # its last memory sample
+    adopted: bool = False  # the previous image's, after an in-place upgrade
     detail: str = ""  # what it was doing then, for the exit's log line
 
 
@@ -83,15 +89,22 @@ class Arbiter:
         self.handoff_pair = None  # made in start(), before the first fork
         self.app = None
         self.stopping = False
-        self.stop_deadline = 0.0
+        self.stop_deadline = 0.0  # during --shutdown-delay: when the stop begins
+        # When the TERM (or INT, QUIT) that began a stop arrived (monotonic), else None: from
+        # then on the server is not ready, --shutdown-delay included.
+        self.draining_since: float | None = None
         self.exit_status = 0
         self.reexec_pid = 0
         self.pending_generation: int | None = None  # a reload waiting for its workers to boot
+        self.notifier = notify.Notifier()  # silent until start() finds systemd's NOTIFY_SOCKET
+        self.activated = False  # serving systemd's sockets alone (LISTEN_FDS, no bind of ours)
+        self.preflight = None  # the subprocess.Popen checking an in-place upgrade's new code
         self.start_dir = start_dir or os.getcwd()  # before --chdir: where USR2 re-execs
         self._wake_r = self._wake_w = -1
         self.control: control.ControlServer | None = None
         self.access = None  # the access log, opened for a request a dead worker held
         self.totals = metrics.Totals()  # the counters of workers that are gone
+        self.next_progress = 0.0  # the next progress line of a stop
         self.recycler = recycling.Recycler(cfg)
         self.boot_failures = 0  # replacements in a row that could not load the app
         self.last_boot_failure = 0.0
@@ -116,6 +129,8 @@ class Arbiter:
         cfg = self.cfg
         os.umask(cfg.umask)
         self.call_hook("on_starting", self)
+        # First: neither a preloaded app nor any worker may see NOTIFY_SOCKET and speak for us.
+        self.notifier = notify.Notifier.from_environ(self.pid)
         parent = os.environ.get(PARENT_ENV)
         if cfg.pid:
             # Before binding: a second server refused here must not take connections
@@ -131,8 +146,10 @@ class Arbiter:
                          "arbiter", cfg.pid, stale)
         inherited = listeners_mod.inherited_fds()
         binds = cfg.bind
-        if inherited and "LISTEN_FDS" in os.environ and binds == BY_NAME["bind"].default:
+        if inherited and ("LISTEN_FDS" in os.environ or os.environ.get(ACTIVATED_ENV)) \
+                and binds == BY_NAME["bind"].default:
             binds = []  # socket activation: systemd chose the addresses, add none of ours
+            self.activated = True  # and so will the image an upgrade execs
         try:
             self.listeners = listeners_mod.open_listeners(
                 binds, cfg.backlog, cfg.reuse_port, inherited, cfg.socket_mode, cfg.socket_group)
@@ -144,6 +161,7 @@ class Arbiter:
                     "LISTEN_FDNAMES"):
             os.environ.pop(key, None)
         os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(ACTIVATED_ENV, None)
         if cfg.pid:
             try:
                 pidfile.write(cfg.pid, self.pid)
@@ -175,6 +193,7 @@ class Arbiter:
             log.info("Control endpoint at: %s", self.control.bind)
         log.info("Arbiter booted: pid %s, %s worker(s)%s", self.pid, self.target,
                  f", taking over from {parent}" if parent else "")
+        self.adopt_workers()
         self.manage_workers()
         self.call_hook("when_ready", self)
         return True
@@ -197,6 +216,9 @@ class Arbiter:
             # The handler does nothing: the wakeup fd carries the signal number to the loop,
             # so signals are handled in order, one at a time, outside any system call.
             signal.signal(signum, _noop)
+        # An upgrade blocks these across execve (they would kill an image without handlers
+        # yet); what arrived meanwhile is pending, and comes now, to the handlers above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIG_NAMES)
 
     def cleanup(self) -> None:
         if self.control is not None:
@@ -211,19 +233,25 @@ class Arbiter:
         log.info("Shutting down: arbiter %s", self.pid)
 
     def stop(self, graceful: bool = True) -> None:
-        """Ask every worker to leave; close the listeners so newcomers are refused."""
+        """Close the listeners so newcomers are refused; ask every worker to leave."""
         now = time.monotonic()
         if self.stopping and graceful:
             graceful = False  # a second TERM means: now
         self.stopping = True
+        if self.draining_since is None:
+            self.draining_since = now
         self.stop_deadline = now + (self.cfg.graceful_timeout if graceful else QUICK_GRACE)
+        self.next_progress = now + STOP_PROGRESS
+        # The listening sockets close once every process has closed them. The arbiter goes
+        # first (it never accepts), so the last to close is a worker, which takes the
+        # connections queued by then and serves them (Connections.close_listeners).
+        successor = self.reexec_pid and _alive(self.reexec_pid)
+        listeners_mod.close_listeners(self.listeners, unlink=not successor)
+        self.listeners = []
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         log.info("%s stop: %d worker(s)", "Graceful" if graceful else "Quick", len(self.workers))
         for pid in list(self.workers):
             self.kill_worker(pid, sig)
-        successor = self.reexec_pid and _alive(self.reexec_pid)
-        listeners_mod.close_listeners(self.listeners, unlink=not successor)
-        self.listeners = []
 
     def wait_workers(self) -> None:
         deadline = time.monotonic() + QUICK_GRACE
@@ -249,13 +277,22 @@ class Arbiter:
                     handler()
             self.reap()
             now = time.monotonic()
+            self.notify(now)
             if self.stopping:
                 if not self.workers:
                     return
                 if now >= self.stop_deadline:
                     for pid in list(self.workers):
                         self.kill_worker(pid, signal.SIGKILL)
+                        self.workers[pid].reason = self.workers[pid].reason or \
+                            "graceful_timeout"
                     self.stop_deadline = now + QUICK_GRACE
+                elif now >= self.next_progress:
+                    self.stop_progress(now)
+                continue
+            if self.draining_since is not None and now >= self.stop_deadline:
+                log.info("--shutdown-delay is over: stopping")
+                self.stop(graceful=True)
                 continue
             self.murder_workers(now)
             if self.stopping:  # a boot failure stops the server
@@ -296,9 +333,16 @@ class Arbiter:
         """Until the nearest deadline: a worker's timeout, a retirement, the stop."""
         now = time.monotonic()
         # Workers booting for a reload do not signal when ready: look again soon.
-        deadlines = [now + (BOOT_POLL if self.pending_generation is not None else MAX_SLEEP)]
-        if self.stopping:
+        # Nor does anything signal that READY=1 is due, or a USR2 successor's hand-over.
+        booting = self.pending_generation is not None or self.notifier.waiting()
+        deadlines = [now + (BOOT_POLL if booting else MAX_SLEEP)]
+        ping = self.notifier.deadline()
+        if ping is not None:
+            deadlines.append(ping)  # the watchdog's: systemd kills a silent service
+        if self.stopping or self.draining_since is not None:
             deadlines.append(self.stop_deadline)
+        if self.stopping:
+            deadlines.append(self.next_progress)
         if self.spawn_after > now:
             deadlines.append(self.spawn_after)
         recycle = self.recycler.deadline(now)
@@ -321,12 +365,16 @@ class Arbiter:
     # --- signal handlers: one per row of docs/signals.md -----------------------------------
 
     def handle_chld(self) -> None:
-        pass  # reap() runs after every wake-up
+        """reap() runs after every wake-up. The one child waited for here is the check of an
+        in-place upgrade, which decides whether the upgrade goes on."""
+        if self.preflight is not None and self.preflight.poll() is not None:
+            self.upgrade_checked()
 
     def handle_hup(self) -> None:
         """Reload the config, spawn a new generation; the old one retires once it is up."""
         if self.ignored_while_stopping("HUP"):
             return
+        self.notifier.reloading()  # READY=1 follows once a generation is up, new or old
         if self.pending_generation is not None:
             self.abandon_generation(self.pending_generation)
         log.info("Hang up: reloading")
@@ -381,8 +429,29 @@ class Arbiter:
         self.cfg = cfg
         self.recycler = recycling.Recycler(cfg)
 
+    def stop_progress(self, now: float) -> None:
+        """Every few seconds of a stop: what it waits for, and how long it may still take."""
+        self.next_progress = now + STOP_PROGRESS
+        busy = [w for w in self.workers.values()
+                if self.board.state(w.slot) == scoreboard.BUSY]
+        log.info("stopping: waiting for %d worker(s), %d request(s) in flight; %.0f s left "
+                 "before they are killed", len(self.workers), len(busy),
+                 max(0.0, self.stop_deadline - now))
+
     def handle_term(self) -> None:
-        self.stop(graceful=True)
+        """Graceful stop; with --shutdown-delay, serve on for that long first (a second TERM
+        ends the delay), so a load balancer stops sending connections before they are
+        refused."""
+        delay = self.cfg.shutdown_delay
+        # A USR2 successor holds the same sockets: this stop refuses nothing, so no delay.
+        successor = self.reexec_pid and _alive(self.reexec_pid)
+        if self.stopping or self.draining_since is not None or not delay or successor:
+            self.stop(graceful=True)
+            return
+        self.draining_since = time.monotonic()
+        self.stop_deadline = self.draining_since + delay
+        log.info("TERM: serving for %g s more before stopping (--shutdown-delay); another "
+                 "TERM stops now", delay)
 
     def handle_int(self) -> None:
         self.stop(graceful=False)
@@ -390,10 +459,12 @@ class Arbiter:
     handle_quit = handle_int
 
     def ignored_while_stopping(self, name: str) -> bool:
-        """A stop is final: no reload, upgrade or new worker may start once it has begun."""
-        if self.stopping:
+        """A stop is final: no reload, upgrade or new worker may start once it has begun
+        (--shutdown-delay included; a worker that dies meanwhile is still replaced)."""
+        stopping = self.stopping or self.draining_since is not None
+        if stopping:
             log.info("%s ignored: the server is stopping", name)
-        return self.stopping
+        return stopping
 
     def handle_ttin(self) -> None:
         if self.ignored_while_stopping("TTIN"):
@@ -416,7 +487,10 @@ class Arbiter:
     def handle_usr2(self) -> None:
         if self.ignored_while_stopping("USR2"):
             return
-        self.reexec()
+        if self.cfg.upgrade == "in-place" and not self.reexec_pid:
+            self.check_upgrade()
+        else:
+            self.reexec()
 
     def handle_winch(self) -> None:
         log.info("WINCH: stopping all workers gracefully; the arbiter stays")
@@ -456,7 +530,7 @@ class Arbiter:
             self.pending_generation = None
             for info in list(self.workers.values()):
                 if info.generation != self.generation and info.retire_by is None:
-                    self.retire(info, "reload")
+                    self.retire(info, "upgrade" if info.adopted else "reload")
 
     def start_recycling(self, current: list[WorkerInfo], now: float) -> None:
         """Mark the workers due for replacement (recycling.py decides), a few at a time."""
@@ -536,6 +610,9 @@ class Arbiter:
                 return
             if not pid:
                 return
+            if self.preflight is not None and pid == self.preflight.pid:
+                self.preflight.returncode = os.waitstatus_to_exitcode(status)
+                continue  # handle_chld() acts on it, at the CHLD that comes with it
             if pid == self.reexec_pid:
                 self.reexec_pid = 0
                 log.warning("the new arbiter %s exited; this one carries on", pid)
@@ -691,39 +768,185 @@ class Arbiter:
             info.kill_at = now + DUMP_GRACE
             info.reason = "timeout"
 
-    # --- USR2: a new arbiter on the same sockets --------------------------------------------
+    # --- the service manager: the arbiter decides, notify.py speaks --------------------------
+
+    def notify(self, now: float) -> None:
+        """Once a turn of the loop: READY=1 once the workers are up, STOPPING=1, the rest."""
+        notifier = self.notifier
+        if self.stopping or self.draining_since is not None:
+            notifier.stopping()
+        elif notifier.owes_ready() and self.generation_up():
+            notifier.ready(self.pid, self.status_line())
+        notifier.tick(now, self.status_line)
+
+    def generation_up(self) -> bool:
+        """Every worker the current generation needs has loaded the app and reached its loop
+        (the readiness of a reload, manage_workers', for the first generation too)."""
+        if self.pending_generation is not None:
+            return False
+        up = [w for w in self.workers.values() if w.generation == self.generation
+              and w.retire_by is None and w.kill_at is None
+              and self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)]
+        return len(up) >= self.target
+
+    def status_line(self) -> str:
+        """systemd's STATUS=, as `systemctl status` shows it."""
+        up = busy = served = 0
+        for info in self.workers.values():
+            slot = self.board.read(info.slot)
+            up += slot.state in (scoreboard.IDLE, scoreboard.BUSY)
+            busy += slot.state == scoreboard.BUSY
+            served += slot.requests
+        served += sum(self.totals.counters[:scoreboard.C_BYTES_IN])  # by workers now gone
+        return f"{up}/{self.target} workers up, {busy} busy, {served} requests served"
+
+    # --- USR2: a new arbiter on the same sockets, or a new image in this process -------------
 
     def reexec(self) -> None:
+        """--upgrade fork: a new arbiter, our child, beside this one (docs/signals.md)."""
         if self.reexec_pid:
             log.warning("USR2 ignored: new arbiter %s is already running", self.reexec_pid)
             return
-        fds = listeners_mod.set_inheritable(self.listeners)
+        self.notifier.reloading()
+        handover = self.notifier.handover_pair()  # how the successor becomes systemd's MAINPID
+        env = self.exec_env()
         if self.cfg.pid:
             with contextlib.suppress(OSError):
                 os.replace(self.cfg.pid, self.cfg.pid + ".oldbin")
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.error("USR2: cannot fork a new arbiter: %s", exc.strerror)
+            if self.cfg.pid:
+                with contextlib.suppress(OSError):
+                    os.replace(self.cfg.pid + ".oldbin", self.cfg.pid)
+            for sock in handover or ():
+                sock.close()
+            return  # READY=1 is still owed, and the loop sends it: our workers serve on
         if pid:
             self.reexec_pid = pid
+            if handover is not None:
+                handover[1].close()
+                self.notifier.await_successor(pid, handover[0])
             proctitle.set_title("arbiter (old)", self.cfg)
             log.info("USR2: started new arbiter %s", pid)
             return
-        env = dict(os.environ)
-        env[listeners_mod.INHERITED_FDS_ENV] = fds
         env[PARENT_ENV] = str(self.pid)
+        if handover is not None:
+            handover[0].close()
+        env.update(self.notifier.successor_env(os.getpid(), handover and handover[1]))
         try:
-            os.chdir(self.start_dir)
-            signal.set_wakeup_fd(-1)
-            argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
-            os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+            self.exec_image(env)
         except BaseException:
             log.exception("USR2: exec of the new arbiter failed")
             os._exit(1)
+
+    def check_upgrade(self) -> None:
+        """--upgrade in-place, first: the new code's own --check-config (the configuration,
+        the application, the pidfile), in a child, while this image serves on. An exec
+        cannot be undone: a new image that fails to start would take the service down with
+        it, so it happens only once the check passes (handle_chld)."""
+        if self.preflight is not None:
+            log.warning("USR2 ignored: the upgrade's check (pid %s) still runs",
+                        self.preflight.pid)
+            return
+        import subprocess
+
+        argv = _command_line()
+        options = len(argv) - len(sys.argv) + 1  # where the program's own arguments begin
+        check = [sys.executable, *argv[1:options], "--check-config", *argv[options:]]
+        try:
+            self.preflight = subprocess.Popen(check, cwd=self.start_dir,
+                                              stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.DEVNULL)
+        except OSError as exc:
+            log.error("USR2: cannot check the new code (%s): not upgrading", exc.strerror)
+            return
+        log.info("USR2: checking the new code and configuration (--check-config, pid %s)",
+                 self.preflight.pid)
+
+    def upgrade_checked(self) -> None:
+        check, self.preflight = self.preflight, None
+        if check.returncode != 0:
+            log.error("USR2: the new code or configuration fails --check-config (exit status "
+                      "%s; its error is above): not upgrading, this one serves on",
+                      check.returncode)
+        elif not self.ignored_while_stopping("USR2"):
+            self.reexec_in_place()
+
+    def reexec_in_place(self) -> None:
+        """--upgrade in-place: execve over this very process, so the PID a supervisor tracks
+        (systemd's MAINPID, a container's PID 1) stays. The workers, still our children,
+        keep serving; the new image adopts them and retires them once its own are up."""
+        self.notifier.reloading()
+        env = self.exec_env()
+        env[ADOPT_ENV] = ",".join(str(pid) for pid in self.workers)
+        env.update(self.notifier.successor_env(self.pid))
+        log.info("USR2: re-executing in place (pid %s); %d worker(s) serve meanwhile",
+                 self.pid, len(self.workers))
+        cwd = os.getcwd()
+        try:
+            self.exec_image(env)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIG_NAMES)
+            log.error("USR2: cannot re-execute (%s); carrying on", exc.strerror or exc)
+
+    def exec_env(self) -> dict[str, str]:
+        """The environment of the next image: ours, and the listening sockets it inherits."""
+        env = dict(os.environ)
+        env[listeners_mod.INHERITED_FDS_ENV] = listeners_mod.set_inheritable(self.listeners)
+        if self.activated:
+            env[ACTIVATED_ENV] = "1"
+        return env
+
+    def exec_image(self, env: dict[str, str]) -> None:
+        """Run the command line this arbiter was started with; returns only by raising."""
+        os.chdir(self.start_dir)  # where relative paths on that command line were meant
+        signal.set_wakeup_fd(-1)
+        # Until the new image has its handlers, these would kill it (the default action of
+        # most of them): blocked, they wait for it (install_signals unblocks them).
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIG_NAMES)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.execve(sys.executable, [sys.executable, *_command_line()[1:]], env)
+
+    def adopt_workers(self) -> None:
+        """After an in-place upgrade: the previous image's workers, our children still, serve
+        until this image's first generation is up and then retire, as after a reload (and
+        if the new workers cannot load the app, they go on serving). Their scoreboard went
+        with that image, so each gets a fresh slot that says idle and whose heartbeat never
+        ages: they are not held to --timeout meanwhile."""
+        pids = [int(pid) for pid in os.environ.pop(ADOPT_ENV, "").split(",") if pid.isdigit()]
+        if not pids:
+            return
+        import psutil
+
+        now = time.monotonic()
+        for pid in pids:
+            try:
+                if psutil.Process(pid).ppid() != self.pid:
+                    continue  # not ours: never signal a stranger
+            except psutil.Error:
+                continue
+            slot = self.board.claim(pid, self.generation)
+            writer = scoreboard.SlotWriter(self.board, slot)
+            writer.heartbeat(float("inf"))
+            writer.set_state(scoreboard.IDLE)
+            self.workers[pid] = WorkerInfo(pid, slot, self.generation, now, adopted=True)
+        self.generation += 1
+        self.pending_generation = self.generation
+        log.info("Re-executed in place: %d worker(s) of the previous image serve until "
+                 "generation %s is up", len(self.workers), self.generation)
 
     # --- the control endpoint (control.py serves it, metrics.py renders it) --------------------
 
     def ready(self) -> bool:
         """What /readyz says: a worker takes requests, and no stop has begun."""
-        if self.stopping or getattr(self, "draining_since", None) is not None:
+        if self.stopping or self.draining_since is not None:
             return False
         return any(self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)
                    for w in self.workers.values())
@@ -747,10 +970,12 @@ class Arbiter:
                 return 200, "text/plain", b"ready (degraded: new workers cannot load the " \
                     b"application)\n"
             return (200 if ready else 503), "text/plain", b"ready\n" if ready else (
-                b"stopping\n" if self.stopping else b"not ready\n")
+                b"stopping\n" if self.stopping or self.draining_since is not None
+                else b"not ready\n")
         if path == "/metrics":
             text = metrics.exposition(self.totals, self.live_workers(), self.ready(),
-                                      self.stopping, self.started)
+                                      self.stopping or self.draining_since is not None,
+                                      self.started)
             return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
         if path == "/status":
             import json
@@ -764,7 +989,8 @@ class Arbiter:
                 .split("[", 1)[-1].rstrip("]"),
                 "started": self.started, "uptime": round(time.time() - self.started, 3),
                 "generation": self.generation, "target": self.target,
-                "ready": self.ready(), "stopping": self.stopping,
+                "ready": self.ready(),
+                "stopping": self.stopping or self.draining_since is not None,
                 "stop_in": round(max(0.0, self.stop_deadline - now), 3) if self.stopping
                 else None,
                 "graceful_timeout": self.cfg.graceful_timeout,
@@ -799,6 +1025,7 @@ _EXIT_WORDS = {
     "memory": "recycled for --max-worker-memory",
     "lifetime": "recycled after --max-worker-lifetime",
     "reload": "retired by a reload (HUP)",
+    "upgrade": "retired by an in-place upgrade (USR2)",
     "scale": "retired to scale down (TTOU/WINCH)",
     "stop": "stopped with the server",
     "crash": "crashed",
@@ -813,6 +1040,12 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _command_line() -> list[str]:
+    """How this process was started, interpreter options included (an upgrade runs it
+    again: a reinstalled forkwsgi, Python or application is picked up)."""
+    return list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
 
 
 def _noop(signum, frame) -> None:

@@ -157,6 +157,10 @@ class Connections:
         self.seq = 0
         self.lock: threading.Lock | None = None
         self.accepting = True
+        self.leaving = False  # retire() has run: the worker exits once its connections are done
+        # Connections taken from the listeners' queues as the worker let go of them, not yet
+        # served: (socket, peer, listener index). See close_listeners.
+        self.drained: list[tuple[socket.socket, object, int]] = []
         self.paused_until = 0.0  # out of descriptors: listeners rest until then
         self.log_fd_shortage = Throttled(log, logging.WARNING, FD_WARNING_INTERVAL)
         self.log_shed = Throttled(log, logging.WARNING, FD_WARNING_INTERVAL)
@@ -182,6 +186,11 @@ class Connections:
             if exc.errno in _OUT_OF_FDS:
                 self.out_of_descriptors(exc)
             return
+        self.take(sock, peer, index)
+
+    def take(self, sock: socket.socket, peer, index: int) -> None:
+        """A connection accepted from listener ``index`` (by accept(), or by a leaving
+        worker from the listener's queue), and the first read of its request."""
         allowed = self.preamble_from[index]
         if allowed is not None and (peer[0] if isinstance(peer, tuple) else "") not in allowed:
             self.log_client_error("refused a connection from %s: not in proxy_allow_from",
@@ -658,14 +667,56 @@ class Connections:
 
     # --- leaving ----------------------------------------------------------------------------
 
-    def retire(self) -> None:
-        """The worker is leaving: no more accepts. Serve a request already here on an idle
-        connection; else give it a short grace for its next one (answered with
-        Connection: close), then close it quietly. Closing at once races a client that is
-        sending that request right now: it sees its connection dropped, and most clients do
-        not retry. Connections with a head or body in progress keep their deadlines."""
+    def close_listeners(self) -> None:
+        """The worker is leaving: take the connections queued on the listeners, then close
+        this process's descriptors of them. Idempotent; never raises.
+
+        A listening socket stays open while any process holds a descriptor of it, and the
+        kernel goes on completing handshakes for it all that time: a connection queued
+        then is reset when the last descriptor closes. So each process of a stopping server
+        lets go of the listeners at once, and a newcomer is refused (ECONNREFUSED, which a
+        load balancer retries on another server) rather than queued and reset. What is
+        queued already is a client that has sent its request (TCP_DEFER_ACCEPT): it is
+        accepted, until EAGAIN, before the close, and served by retire(). Only accepts
+        here, no read and no app call, so the TERM handler may run this while the app has
+        the worker: a busy worker lets go of the listeners at once, not after its request.
+        A client whose handshake is done but whose first bytes have not arrived is not in
+        the queue yet (deferred accept): the close forgets it, and its request is answered
+        with a reset (docs/signals.md)."""
         self.accepting = False
         self.stop_listening()
+        for index in self.listening.values():
+            listener = self.bases[index][0].sock
+            while True:
+                try:
+                    sock, peer = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # out of descriptors: what is left is lost at close
+                    self.log_fd_shortage("worker %s: could not take the queued connections "
+                                         "before closing the listener: %s", self.worker.pid,
+                                         exc.strerror)
+                    break
+                self.drained.append((sock, peer, index))
+            with contextlib.suppress(OSError):
+                listener.close()
+        # In place: the loop holds this dict, and a listener's descriptor number may now be
+        # a client connection's.
+        self.listening.clear()
+
+    def retire(self) -> None:
+        """The worker is leaving: no more accepts. Serve the connections taken from the
+        listeners' queues, then each request already here on an idle connection; give an
+        idle connection with nothing yet a short grace for its next request (answered
+        with Connection: close), then close it quietly. Closing at once races a client
+        that is sending that request right now: it sees its connection dropped, and most
+        clients do not retry. Connections with a head or body in progress keep their
+        deadlines."""
+        self.close_listeners()
+        self.leaving = True
+        drained, self.drained = self.drained, []
+        for sock, peer, index in drained:
+            self.take(sock, peer, index)
         conns = self.conns
         for conn in [c for c in conns.values() if c.state == IDLE]:
             if conns.get(conn.fd) is not conn:
@@ -686,3 +737,4 @@ class Connections:
 
 def _deadline(conn: Connection) -> float:
     return conn.deadline
+

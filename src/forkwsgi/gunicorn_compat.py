@@ -265,7 +265,8 @@ SIGNALS: tuple[GunicornSignal, ...] = tuple(GunicornSignal(*row) for row in (
     ("TTOU", "One worker fewer.", "The same, never below one; the oldest retires gracefully."),
     ("USR1", "Reopen the log files.", "The same, in the arbiter and every worker."),
     ("USR2", "Upgrade: start a new master on the same sockets; TERM the old one after.",
-     "The same; the pidfile moves to PIDFILE.oldbin. Sent to a worker, USR2 logs its stacks."),
+     "The same; the pidfile moves to PIDFILE.oldbin. With --upgrade in-place, the arbiter "
+     "execs the new code in the same PID instead. Sent to a worker, USR2 logs its stacks."),
     ("WINCH", "Stop the workers gracefully, when daemonized.",
      "Stop the workers gracefully, daemonized or not; HUP brings them back."),
 ))

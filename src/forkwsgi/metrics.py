@@ -35,7 +35,7 @@ from forkwsgi.scoreboard import (
 # Why a worker left. The arbiter knows the reasons it caused; a worker writes its own
 # (max_requests) into its slot; the exit status tells the rest.
 EXIT_REASONS = ("timeout", "max_requests", "memory", "lifetime", "crash", "signal", "reload",
-                "scale", "stop", "boot_failed", "graceful_timeout", "exit")
+                "upgrade", "scale", "stop", "boot_failed", "graceful_timeout", "exit")
 RECENT_EXITS = 50  # how many worker exits /status lists
 CONNECTION_STATES = ("reading_head", "receiving_body", "idle", "lingering")
 

@@ -476,6 +476,10 @@ SETTINGS: tuple[Setting, ...] = (
             "A worker busy on one request longer than this is killed and replaced; 0 disables."),
     Setting("graceful_timeout", ("--graceful-timeout",), to_seconds, 30.0, "process",
             "On a graceful stop or reload, seconds workers get to finish in-flight requests."),
+    Setting("shutdown_delay", ("--shutdown-delay",), to_seconds, 0.0, "process",
+            "On TERM, seconds to go on serving normally before the graceful stop begins, so "
+            "a load balancer or Kubernetes can stop sending new connections first (readiness "
+            "already says stopping). A second TERM ends the delay; INT and QUIT skip it."),
     Setting("max_requests", ("--max-requests",), to_nonneg_int, 0, "process",
             "Recycle a worker gracefully after this many requests; 0 disables."),
     Setting("max_requests_jitter", ("--max-requests-jitter",), to_nonneg_int, 0, "process",
@@ -515,6 +519,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Write the arbiter PID to this file (atomically); removed on exit. A start is "
             "refused while the file names a running forkwsgi arbiter; a stale file is "
             "replaced."),
+    Setting("upgrade", ("--upgrade",), choice("fork", "in-place"), "fork", "process",
+            "What USR2 does. 'fork': start a new arbiter (a child of this one) on the same "
+            "sockets, beside this one, which the operator then stops (the old one can take "
+            "back over). 'in-place': this arbiter execs the new code itself and keeps its "
+            "PID, for a supervisor that tracks one process (systemd, a container's PID 1); "
+            "its workers serve until the new ones are up (docs/signals.md)."),
     Setting("user", ("-u", "--user"), to_user, None, "process",
             "Workers switch to this user (name or uid) after the listeners are bound."),
     Setting("group", ("-g", "--group"), to_group, None, "process",

@@ -37,6 +37,7 @@ log = logging.getLogger("forkwsgi.error")
 
 BOOT_ERROR = 3  # exit status: the app could not be loaded; the arbiter must not respawn
 TICK = 1.0  # seconds between deadline scans and heartbeats while idle (less if --timeout is)
+HANDOFF_BATCHES_PER_WORKER = 2  # a leaving worker takes at most this many per worker running
 DUMP_SIGNAL = signal.SIGUSR2  # the arbiter asks a hung worker for its stacks with this
 # The arbiter blocks these around fork(); the worker unblocks them once its own handlers
 # are in place. A signal sent to a worker in between would otherwise be lost on the
@@ -67,6 +68,7 @@ class Worker:
         self.handoff_pair = handoff_pair  # (send, receive) unix sockets shared by all workers
         self.requests_left = 0
         self.booted = False  # reached the connection loop
+        self.pool = None  # its Connections, once the loop runs: the TERM handler reaches them
 
     # --- process setup ------------------------------------------------------------------------
 
@@ -110,6 +112,16 @@ class Worker:
 
     def _on_term(self, signum, frame) -> None:
         self.alive = False  # graceful: finish the request in hand, then leave
+        pool = self.pool
+        if pool is not None and pool.in_app is not None:
+            # The loop will not run again before the app returns, however long it takes:
+            # let go of the listeners now (their queue first), so the server's listening
+            # sockets close at once and a newcomer is refused, not queued. Only while the
+            # app runs: the loop itself may be in the middle of the listeners.
+            try:
+                pool.close_listeners()
+            except Exception:  # raised here, it would surface in the app's code
+                log.exception("worker %s: closing the listeners failed", self.pid)
 
     def _on_quit(self, signum, frame) -> None:
         raise SystemExit(0)
@@ -171,6 +183,7 @@ class Worker:
         pool = Connections(self, dispatcher, epoll, cfg, bases,
                            TrustedPeers(cfg.forwarded_allow_ips),
                            trusted_keys(cfg.forwarded_headers))
+        self.pool = pool
         conns = pool.conns
         listening = pool.listening
         pool.listen(0.0)
@@ -194,12 +207,14 @@ class Worker:
         log.info("Worker %s booted (generation %s)", self.pid, self.generation)
 
         while True:
-            if not self.alive and pool.accepting:
-                pool.retire()  # no more accepts; idle connections get a last chance
+            if not self.alive and not pool.leaving:
+                pool.close_listeners()  # at once; their queue is served by retire()
                 if handoff is not None:
                     with contextlib.suppress(OSError):
                         epoll.unregister(handoff_fd)
-            if not pool.accepting and not conns:
+                    _adopt_waiting(handoff, handoff_fd, HANDOFF_BATCHES_PER_WORKER * cfg.workers)
+                pool.retire()  # the listeners' queue served, idle connections get a last chance
+            if pool.leaving and not conns:
                 return
             try:
                 events = epoll.poll(tick)
@@ -247,6 +262,23 @@ class Worker:
 
         logs.reopen_files()
         faulthandler.register(DUMP_SIGNAL, file=_error_stream(), all_threads=True, chain=False)
+
+
+def _adopt_waiting(handoff: Handoff, fd: int, most: int) -> None:
+    """Take the batches waiting in the handoff queue as the worker leaves, and serve what
+    their connections sent (answered with Connection: close; retire() gives the idle ones
+    their grace). A busy sibling moved them there before the stop reached it; once every
+    worker has left, nobody would take them, and they would be reset when the arbiter exits.
+    Each worker takes the queue after its own custodian has stopped moving (it moves
+    nothing once the worker is leaving), so every batch finds a taker. At most ``most``
+    batches: during a reload the new generation takes the rest, and a leaving worker must
+    not be kept by a queue its busy siblings go on filling."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    for _ in range(most):
+        if not poller.poll(0):
+            return
+        handoff.receive()
 
 
 def _request_budget(max_requests: int, jitter: int) -> int:
