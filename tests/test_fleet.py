@@ -326,11 +326,39 @@ def test_the_kubernetes_timeouts_nest(tmp_path):
     assert grace >= cfg.shutdown_delay + cfg.graceful_timeout + GRACE_MARGIN
     assert "preStop" not in container.get("lifecycle", {})  # --shutdown-delay does its work
 
-    (port,) = container["ports"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     host, _, bound = cfg.bind[0].rpartition(":")
-    assert host == "0.0.0.0" and int(bound) == port["containerPort"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] == port["name"]
+    assert host == "0.0.0.0" and int(bound) == ports["http"]
+    host, _, bound = cfg.control_bind.rpartition(":")
+    assert host == "0.0.0.0" and int(bound) == ports["control"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "control"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "control"}
     service = the("Service")["spec"]
-    assert service["ports"][0]["targetPort"] == port["name"]
+    assert service["ports"][0]["targetPort"] == "http"
     assert service["selector"] == the("Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_the_pod_s_own_arguments_serve_and_its_probes_follow_a_stop(serve):
+    """The container's arguments, run as they are but on free loopback ports: the
+    readiness probe's URL says ready, then not ready from the TERM on while the app is
+    still served (--shutdown-delay), and the liveness probe's URL answers throughout."""
+    from forkwsgi import control
+    from tests.conftest import free_port, wait_until
+
+    (container,) = the("Deployment")["spec"]["template"]["spec"]["containers"]
+    args = list(container["args"])
+    control_at = f"127.0.0.1:{free_port()}"
+    args[args.index("-b"):args.index("-b") + 2] = []  # serve() binds a free port
+    args[args.index("--control-bind") + 1] = control_at
+    app = args.pop()
+    server = serve(app, *args, workers=2)
+    probe = {name: container[name]["httpGet"]["path"]
+             for name in ("readinessProbe", "livenessProbe")}
+    wait_until(lambda: control.fetch(control_at, probe["readinessProbe"])[0] == 200,
+               what="ready")
+    server.signal(signal.SIGTERM)
+    wait_until(lambda: control.fetch(control_at, probe["readinessProbe"])[0] == 503,
+               what="not ready after TERM")
+    assert requests.get(server.url, timeout=10).status_code == 200
+    assert control.fetch(control_at, probe["livenessProbe"])[0] == 200
+    assert server.wait_exit(60) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -523,3 +524,41 @@ def test_a_gunicorn_config_keeps_its_tls_settings(tmp_path, pki):
     assert (cfg.certfile, cfg.keyfile, cfg.cert_reqs) == (str(cert), str(key), "required")
     assert cfg.tls_context.verify_mode == ssl.CERT_REQUIRED
     assert "do_handshake_on_connect" in cfg.warnings[0]
+
+
+def test_the_deployment_recipe_serves_https_and_reload_picks_up_a_renewed_certificate(
+        serve, pki, tmp_path):
+    """docs/deployment.md's "TLS in forkwsgi": the config file it shows, run with this
+    test's certificate paths and ports, then `forkwsgi reload` after a renewal."""
+    recipe = (REPO / "conf" / "forkwsgi.tls.toml").read_text()
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    assert recipe in doc
+    assert "forkwsgi reload --pid /run/forkwsgi/forkwsgi.pid" in doc
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    shutil.copy(pki.server[0], cert)
+    shutil.copy(pki.server[1], key)
+    tls_port, plain_port = free_port(), free_port()
+    pidfile = tmp_path / "forkwsgi.pid"
+    config = tmp_path / "tls.toml"
+    config.write_text(recipe.replace("/etc/forkwsgi/fullchain.pem", str(cert))
+                      .replace("/etc/forkwsgi/privkey.pem", str(key))
+                      .replace("/run/forkwsgi/forkwsgi.pid", str(pidfile))
+                      .replace("0.0.0.0:8443", f"127.0.0.1:{tls_port}")
+                      .replace("127.0.0.1:8080", f"127.0.0.1:{plain_port}"))
+    server = serve("tests.apps:echo", "-c", str(config), bind=False, workers=2, wait=False)
+    server.port = tls_port
+    wait_until(lambda: listening("127.0.0.1", plain_port, server.proc), what="listening")
+    server.wait_workers(2)
+    with session(pki) as client:
+        https = client.get(f"https://127.0.0.1:{tls_port}/", timeout=10)
+        assert https.json()["wsgi.url_scheme"] == "https"
+    plain = requests.get(f"http://127.0.0.1:{plain_port}/", timeout=10)
+    assert plain.json()["wsgi.url_scheme"] == "http"
+    assert peer_name(server, pki) == "server-one"
+    shutil.copy(pki.server2[0], cert)
+    shutil.copy(pki.server2[1], key)
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    out = subprocess.run([*FORKWSGI, "reload", "--pid", str(pidfile)], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("reloaded: 2 new worker(s)"), out
+    assert peer_name(server, pki) == "server-two"
