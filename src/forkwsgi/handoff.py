@@ -7,9 +7,10 @@ would wait for it even with a sibling free. So when a worker has been in the
 app for ``handoff_after`` seconds, its connections that wait for nothing but
 the worker (idle keep-alive ones, and partial heads with the bytes already
 received for them) go to a queue that every worker's loop polls: the first
-worker to be free takes them. Under load that makes the workers one shared
-queue, as an accept queue is, instead of one queue per worker: a request
-waits only while every worker is busy.
+worker to be free reads it all, takes its turn's share of the longest
+waiting and sends the rest back for the next. Under load that makes the
+workers one shared queue, as an accept queue is, instead of one queue per
+worker: a request waits only while every worker is busy.
 
 Owns: the unix datagram socket pair the arbiter makes before the first fork
 (every worker holds both ends: it sends on one, and whichever free worker
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -46,6 +48,7 @@ log = logging.getLogger("forkwsgi.error")
 _RECORD = struct.Struct("<HBdI")
 MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
 MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
+MAX_DRAIN = 64  # messages one receive() reads at most
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -66,10 +69,11 @@ class Handoff:
     """One worker's ends of the pair, and its custodian."""
 
     def __init__(self, pair: tuple[socket.socket, socket.socket], conns: Connections,
-                 after: float) -> None:
+                 after: float, workers: int = 2) -> None:
         self.send_sock, self.recv_sock = pair
         self.conns = conns
         self.after = after
+        self.workers = max(1, workers)
 
     def fileno(self) -> int:
         return self.recv_sock.fileno()
@@ -125,56 +129,74 @@ class Handoff:
                           if c is not in_app and (c.state == IDLE or c.state == HEAD)
                           and c.protocol is protocols[c.listener]),
                          key=waiting_since)
-        batches: list[list] = [[]]
-        size = 0
-        for conn in movable:
-            need = _RECORD.size + len(conn.buf)
-            if need > MAX_MESSAGE:
-                continue  # a head bigger than a message stays
-            if len(batches[-1]) == MAX_FDS or size + need > MAX_MESSAGE:
-                batches.append([])
-                size = 0
-            batches[-1].append(conn)
-            size += need
-        moved = 0
-        for batch in batches:
-            if not batch:
-                continue
-            payload = b"".join(_RECORD.pack(c.listener, c.state, c.deadline, len(c.buf)) + c.buf
-                               for c in batch)
+        items = [(c.fd, c.listener, c.state, c.deadline, c.buf) for c in movable]
+        sent = self._send(items)
+        for conn in movable[:sent]:
+            # Unregister first: the descriptor in flight keeps the socket open, and epoll
+            # forgets a socket only once every descriptor of it is closed.
+            with contextlib.suppress(OSError):
+                set_.epoll.unregister(conn.fd)
+            set_.conns.pop(conn.fd, None)
+            conn.sock.close()
+        if sent:
+            log.debug("worker busy in the app: moved %d connection(s) to the handoff queue",
+                      sent)
+
+    def _send(self, items: list[tuple]) -> int:
+        """Queue ``(fd, listener, state, deadline, bytes)`` records, in order, in as few
+        messages as fit; how many of the first went (a full queue keeps the rest here). The
+        caller closes its descriptors of those."""
+        sent = 0
+        while sent < len(items):
+            batch: list[tuple] = []
+            size = 0
+            for item in items[sent:]:
+                need = _RECORD.size + len(item[4])
+                if batch and (len(batch) == MAX_FDS or size + need > MAX_MESSAGE):
+                    break
+                batch.append(item)
+                size += need
+            payload = b"".join(_RECORD.pack(listener, state, deadline, len(buf)) + buf
+                               for _, listener, state, deadline, buf in batch)
             try:
-                socket.send_fds(self.send_sock, [payload], [c.fd for c in batch])
+                socket.send_fds(self.send_sock, [payload], [item[0] for item in batch])
             except OSError as exc:  # the queue is full: the rest stay here
                 log.debug("handoff: could not send %d connection(s): %s", len(batch), exc)
                 break
-            for conn in batch:
-                # Unregister first: the descriptor in flight keeps the socket open, and epoll
-                # forgets a socket only once every descriptor of it is closed.
-                with contextlib.suppress(OSError):
-                    set_.epoll.unregister(conn.fd)
-                set_.conns.pop(conn.fd, None)
-                conn.sock.close()
-            moved += len(batch)
-        if moved:
-            log.debug("worker busy in the app: moved %d connection(s) to the handoff queue",
-                      moved)
+            sent += len(batch)
+        return sent
 
     # --- receiving (the loop) -----------------------------------------------------------------
 
-    def _adopt(self, payload: bytes, fds: list[int]) -> list:
-        """One batch's connections, added to this worker's set, in the order they came."""
+    def _take(self) -> list[tuple]:
+        """Every record waiting in the queue (up to MAX_DRAIN messages), without adopting
+        them: ``(fd, listener, state, deadline, bytes)``."""
+        items: list[tuple] = []
+        for _ in range(MAX_DRAIN):
+            try:
+                payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
+                                                         MAX_FDS)
+            except (BlockingIOError, InterruptedError):
+                break  # empty, or a sibling took it first
+            if flags & socket.MSG_CTRUNC:
+                log.warning("handoff: descriptors lost in transit (open-file limit?)")
+            offset = 0
+            for fd in fds:
+                if offset + _RECORD.size > len(payload):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                    continue
+                index, state, deadline, length = _RECORD.unpack_from(payload, offset)
+                offset += _RECORD.size
+                items.append((fd, index, state, deadline, payload[offset:offset + length]))
+                offset += length
+        return items
+
+    def _adopt(self, items: list[tuple]) -> list:
+        """Records' connections, added to this worker's set, in their order."""
         set_ = self.conns
         adopted = []
-        offset = 0
-        for fd in fds:
-            if offset + _RECORD.size > len(payload):
-                with contextlib.suppress(OSError):
-                    socket.close(fd)
-                continue
-            index, state, deadline, length = _RECORD.unpack_from(payload, offset)
-            offset += _RECORD.size
-            buf = payload[offset:offset + length]
-            offset += length
+        for fd, index, state, deadline, buf in items:
             sock = socket.socket(fileno=fd)
             try:
                 peer = sock.getpeername()
@@ -186,24 +208,39 @@ class Handoff:
             adopted.append(conn)
         return adopted
 
-    def receive(self) -> None:
-        """Adopt one batch of connections a sibling sent, if one is waiting, and serve it.
+    def receive(self, everything: bool = False) -> None:
+        """Take what waits in the queue, keep the longest-waiting share of it (all, when
+        ``everything``: a leaving worker), send the rest back, and serve what was kept.
 
-        One batch, not the whole queue: a sibling that frees up a moment later takes the
-        next, and both serve the waiting requests at once; a worker that took all of
-        them would serve them one after another while its sibling sat idle (measured:
-        the -c50 tail of benchmarks/mixed.py grew by a slow request's length)."""
-        try:
-            payload, fds, flags, _ = socket.recv_fds(self.recv_sock, MAX_MESSAGE + 4096,
-                                                     MAX_FDS)
-        except (BlockingIOError, InterruptedError):
-            return  # a sibling took it first
-        log.debug("handoff: took %d connection(s) (%d bytes)", len(fds), len(payload))
-        if flags & socket.MSG_CTRUNC:
-            log.warning("handoff: descriptors lost in transit (open-file limit?)")
-        adopted = self._adopt(payload, fds)
+        The whole queue is read and sorted by how long each connection has waited, not
+        taken batch by batch: a batch is queued behind every batch moved before it, so a
+        connection sent back from a busy worker (the rest of a batch when one of its
+        requests was slow) would otherwise wait behind the whole queue again, as often as
+        that happens (measured: 6 and 7 slow requests' worth at 50 connections, against 5
+        for one shared accept queue). And a share, not all: a sibling that frees up a
+        moment later takes the next share, so both serve the waiting requests at once,
+        where one worker holding all would serve them one after another."""
+        items = self._take()
+        if not items:
+            return
+        keep_alive, header_timeout = self.conns.keep_alive, self.conns.header_timeout
+        items.sort(key=lambda item: item[3] - (keep_alive if item[2] == IDLE
+                                               else header_timeout))
+        if everything:
+            mine, rest = items, []
+        else:
+            # Every n-th from the oldest (n workers), as n workers taking turns at one queue
+            # would: the share a sibling takes next is as old as this one, not all younger.
+            mine, rest = items[::self.workers], [item for i, item in enumerate(items)
+                                                 if i % self.workers]
+        sent = self._send(rest) if rest else 0
+        for item in rest[:sent]:
+            with contextlib.suppress(OSError):
+                os.close(item[0])
+        log.debug("handoff: took %d connection(s), sent %d back", len(items) - sent, sent)
+        adopted = self._adopt(mine + rest[sent:])
         # They have waited longest (a busy worker held them, then the queue): serve what
-        # they sent before this worker's own newer requests, in the order they came.
+        # they sent before this worker's own newer requests, oldest first.
         conns = self.conns.conns
         set_ = self.conns
         for conn in adopted:

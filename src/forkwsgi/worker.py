@@ -190,7 +190,7 @@ class Worker:
         epoll.register(self._wake_r, _EPOLLIN)
         handoff = None
         if self.handoff_pair is not None and cfg.handoff_after > 0 and cfg.workers > 1:
-            handoff = Handoff(self.handoff_pair, pool, cfg.handoff_after)
+            handoff = Handoff(self.handoff_pair, pool, cfg.handoff_after, cfg.workers)
             epoll.register(handoff.fileno(), _EPOLLIN | _EPOLLEXCLUSIVE)
             handoff.start()
         handoff_fd = handoff.fileno() if handoff is not None else -1
@@ -278,7 +278,7 @@ def _adopt_waiting(handoff: Handoff, fd: int, most: int) -> None:
     for _ in range(most):
         if not poller.poll(0):
             return
-        handoff.receive()
+        handoff.receive(everything=True)
 
 
 def _request_budget(max_requests: int, jitter: int) -> int:
