@@ -31,11 +31,14 @@ siblings may be leaving too, and nobody would take the queue).
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import logging
 import os
 import socket
 import struct
+import termios
 import threading
 import time
 
@@ -49,6 +52,16 @@ _RECORD = struct.Struct("<HBdI")
 MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
 MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
 MAX_DRAIN = 64  # messages one receive() reads at most
+
+
+def _unread(fd: int) -> int:
+    """Bytes the kernel holds for ``fd`` (FIONREAD), 0 if it will not say."""
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, count, True)
+    except OSError:
+        return 0
+    return count[0]
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -229,10 +242,16 @@ class Handoff:
         if everything:
             mine, rest = items, []
         else:
-            # Every n-th from the oldest (n workers), as n workers taking turns at one queue
-            # would: the share a sibling takes next is as old as this one, not all younger.
-            mine, rest = items[::self.workers], [item for i, item in enumerate(items)
-                                                 if i % self.workers]
+            # Only the connections with a request waiting are shared out: an idle one (a
+            # proxy's pooled upstream connection, say) has waited long for nothing, and
+            # counted among the oldest it would fill a share with no work in it. This
+            # worker keeps the idle ones; of the others, every n-th from the oldest (n
+            # workers), as n workers taking turns at one queue would: the share a sibling
+            # takes next is as old as this one, not all younger.
+            waiting = [item for item in items if item[4] or _unread(item[0])]
+            idle = [item for item in items if not (item[4] or _unread(item[0]))]
+            mine = waiting[::self.workers] + idle
+            rest = [item for i, item in enumerate(waiting) if i % self.workers]
         sent = self._send(rest) if rest else 0
         for item in rest[:sent]:
             with contextlib.suppress(OSError):
