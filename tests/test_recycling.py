@@ -105,6 +105,9 @@ def test_a_replacement_that_cannot_load_the_app_backs_off(serve, tmp_path):
     flag = tmp_path / "broken"
     server = start(serve, tmp_path, "tests.recycling_apps:pid",
                    env={"RECYCLING_BROKEN_FLAG": str(flag)})
+    # Both have loaded the app (not merely forked) before the code "breaks".
+    wait_until(lambda: [w["state"] for w in status(server)["workers"]] == ["idle", "idle"],
+               what="two workers up")
     first, second = server.workers()
     flag.write_text("deployed broken code")
     first.send_signal(signal.SIGKILL)
@@ -126,6 +129,8 @@ def test_with_no_worker_left_serving_a_broken_app_stops_the_server(serve, tmp_pa
     flag = tmp_path / "broken"
     server = start(serve, tmp_path, "tests.recycling_apps:pid", workers=1,
                    env={"RECYCLING_BROKEN_FLAG": str(flag)})
+    wait_until(lambda: [w["state"] for w in status(server)["workers"]] == ["idle"],
+               what="the worker up")
     (only,) = server.workers()
     flag.write_text("deployed broken code")
     only.send_signal(signal.SIGKILL)
