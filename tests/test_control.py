@@ -157,7 +157,8 @@ def test_status_shows_the_request_in_flight(serve, tmp_path):
 def test_livez_readyz_and_a_stop(serve, tmp_path):
     server = start(serve, tmp_path, "--graceful-timeout", "30")
     assert get(server, "/livez") == (200, b"ok\n")
-    assert get(server, "/readyz") == (200, b"ready\n")
+    # Ready once a worker has loaded the app, which may come after its process exists.
+    wait_until(lambda: get(server, "/readyz") == (200, b"ready\n"), what="ready")
     assert get(server, "/nowhere")[0] == 404
     mode = os.stat(server.control[5:]).st_mode
     assert stat.S_IMODE(mode) == 0o600 and stat.S_ISSOCK(mode)
@@ -272,7 +273,7 @@ def test_readyz_turns_503_on_term_while_the_listeners_still_serve(serve, tmp_pat
     """With --shutdown-delay the server is not ready from the TERM on, but still serves:
     a load balancer takes it out before its listeners close."""
     server = start(serve, tmp_path, "--shutdown-delay", "30", workers=1)
-    assert get(server, "/readyz")[0] == 200
+    wait_until(lambda: get(server, "/readyz")[0] == 200, what="ready")
     server.signal(signal.SIGTERM)
     wait_until(lambda: get(server, "/readyz") == (503, b"stopping\n"), what="readyz 503")
     assert requests.get(server.url + "/ok", timeout=10).status_code == 200

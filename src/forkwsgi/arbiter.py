@@ -544,6 +544,8 @@ class Arbiter(Upgrades):
             room -= 1
             info.recycling = reason
             info.detail = detail
+            if reason != "max_requests":
+                self.board.set_leaving(info.slot, scoreboard.LEAVING_RECYCLED)
             log.info("worker %s is due for recycling (%s%s); starting its replacement first",
                      info.pid, reason, f": {detail}" if detail else "")
 

@@ -119,6 +119,8 @@ class Connections:
                  trusted_peers, forwarded: frozenset) -> None:
         self.worker = worker  # alive, requests_left
         self.slot = worker.slot  # the scoreboard: counters and gauges
+        self.leaving_flag = worker.slot.leaving  # set when this worker is being replaced
+        self.dispatcher = dispatcher
         self.access = dispatcher.access  # the access log, for requests the server refuses
         self.rejected_since = 0.0
         self.rejected_lines = 0
@@ -453,6 +455,13 @@ class Connections:
                 self.slot.leaving[0] = LEAVING_MAX_REQUESTS
                 with contextlib.suppress(OSError):
                     os.kill(worker.arbiter_pid, signal.SIGCHLD)
+        if self.leaving_flag[0]:
+            # Being replaced (its budget spent, or the arbiter recycles it): from now on
+            # every response says Connection: close, so when the TERM comes no client is
+            # about to send a request on a connection the worker then closes. A TERM that
+            # comes with no warning (HUP, a stop) can still meet a response that said
+            # keep-alive; then the close follows the response at once.
+            self.dispatcher.keep_alive = False
         conn.state = APP
         self.seq += 1
         self.in_app = conn
@@ -466,17 +475,13 @@ class Connections:
         if conn.spool is not None:
             conn.spool.close()
             conn.spool = None
-        if after is KEEP:
-            # Kept even when a TERM came during the request: the response said keep-alive,
-            # so the client may be sending its next request now. A leaving worker answers
-            # that one with Connection: close (within RETIRE_GRACE), rather than closing
-            # under it.
+        if after is KEEP and worker.alive:
             return rest
         if after is CLOSE:
             self.close(conn)
         elif after is ABORT:
             self.abort(conn)
-        else:  # LINGER: the client's last bytes are read and dropped
+        else:  # LINGER, or a worker leaving: the next request may be on its way
             self.linger(conn)
         return None
 

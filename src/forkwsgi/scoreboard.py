@@ -28,7 +28,7 @@ MAX_SLOTS = 512
 # load the app never leaves the server without workers.
 FREE, BOOTING, IDLE, BUSY, RETIRING = 0, 1, 2, 3, 4
 # Why a worker leaves of its own accord, for the arbiter's account of the exit.
-STAYING, LEAVING_MAX_REQUESTS, LEAVING_ORPHANED = 0, 1, 2
+STAYING, LEAVING_MAX_REQUESTS, LEAVING_ORPHANED, LEAVING_RECYCLED = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy",
                RETIRING: "retiring"}
 
@@ -132,6 +132,10 @@ class Scoreboard:
 
     def leaving(self, index: int) -> int:
         return self.mem[index * SLOT_SIZE + _LEAVING_OFFSET]
+
+    def set_leaving(self, index: int, code: int) -> None:
+        """The arbiter's word to a worker it is replacing: close connections from now on."""
+        self.mem[index * SLOT_SIZE + _LEAVING_OFFSET] = code
 
     def counters(self, index: int) -> tuple[float, tuple[int, ...]]:
         """A worker's seconds in requests, and its counters then gauges."""
