@@ -70,7 +70,6 @@ class WorkerInfo:
     recycling: str | None = None  # due for replacement (a reason): retired once it is up
     recycle_at: float | None = None  # --max-worker-lifetime, jitter included
     strikes: int = 0  # memory samples in a row over --max-worker-memory
-    uss: int | None = None  # its last memory sample
     adopted: bool = False  # the previous image's, after an in-place upgrade
     detail: str = ""  # what it was doing then, for the exit's log line
 
@@ -338,7 +337,7 @@ class Arbiter(Upgrades):
         ping = self.notifier.deadline()
         if ping is not None:
             deadlines.append(ping)  # the watchdog's: systemd kills a silent service
-        if self.stopping or self.draining_since is not None:
+        if self.stop_begun:
             deadlines.append(self.stop_deadline)
         if self.stopping:
             deadlines.append(self.next_progress)
@@ -428,6 +427,12 @@ class Arbiter(Upgrades):
         self.cfg = cfg
         self.recycler = recycling.Recycler(cfg)
 
+    @property
+    def stop_begun(self) -> bool:
+        """TERM has come: the --shutdown-delay, or the stop itself (stop() sets
+        draining_since too). Not ready from then on, and no reload or upgrade."""
+        return self.draining_since is not None
+
     def stop_progress(self, now: float) -> None:
         """Every few seconds of a stop: what it waits for, and how long it may still take."""
         self.next_progress = now + STOP_PROGRESS
@@ -444,7 +449,7 @@ class Arbiter(Upgrades):
         delay = self.cfg.shutdown_delay
         # A USR2 successor holds the same sockets: this stop refuses nothing, so no delay.
         successor = self.reexec_pid and _alive(self.reexec_pid)
-        if self.stopping or self.draining_since is not None or not delay or successor:
+        if self.stop_begun or not delay or successor:
             self.stop(graceful=True)
             return
         self.draining_since = time.monotonic()
@@ -460,7 +465,7 @@ class Arbiter(Upgrades):
     def ignored_while_stopping(self, name: str) -> bool:
         """A stop is final: no reload, upgrade or new worker may start once it has begun
         (--shutdown-delay included; a worker that dies meanwhile is still replaced)."""
-        stopping = self.stopping or self.draining_since is not None
+        stopping = self.stop_begun
         if stopping:
             log.info("%s ignored: the server is stopping", name)
         return stopping
@@ -774,7 +779,7 @@ class Arbiter(Upgrades):
     def notify(self, now: float) -> None:
         """Once a turn of the loop: READY=1 once the workers are up, STOPPING=1, the rest."""
         notifier = self.notifier
-        if self.stopping or self.draining_since is not None:
+        if self.stop_begun:
             notifier.stopping()
         elif notifier.owes_ready() and self.generation_up():
             notifier.ready(self.pid, self.status_line())
@@ -833,7 +838,7 @@ class Arbiter(Upgrades):
 
     def ready(self) -> bool:
         """What /readyz says: a worker takes requests, and no stop has begun."""
-        if self.stopping or self.draining_since is not None:
+        if self.stop_begun:
             return False
         return any(self.board.state(w.slot) in (scoreboard.IDLE, scoreboard.BUSY)
                    for w in self.workers.values())
@@ -857,11 +862,11 @@ class Arbiter(Upgrades):
                 return 200, "text/plain", b"ready (degraded: new workers cannot load the " \
                     b"application)\n"
             return (200 if ready else 503), "text/plain", b"ready\n" if ready else (
-                b"stopping\n" if self.stopping or self.draining_since is not None
+                b"stopping\n" if self.stop_begun
                 else b"not ready\n")
         if path == "/metrics":
             text = metrics.exposition(self.totals, self.live_workers(), self.ready(),
-                                      self.stopping or self.draining_since is not None,
+                                      self.stop_begun,
                                       self.started)
             return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
         if path == "/status":
@@ -877,7 +882,7 @@ class Arbiter(Upgrades):
                 "started": self.started, "uptime": round(time.time() - self.started, 3),
                 "generation": self.generation, "target": self.target,
                 "ready": self.ready(),
-                "stopping": self.stopping or self.draining_since is not None,
+                "stopping": self.stop_begun,
                 "stop_in": round(max(0.0, self.stop_deadline - now), 3) if self.stopping
                 else None,
                 "graceful_timeout": self.cfg.graceful_timeout,

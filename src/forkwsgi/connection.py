@@ -369,8 +369,7 @@ class Connections:
                 return
         conn.buf = b""
         conn.state = IDLE
-        conn.deadline = time.monotonic() + (self.keep_alive if self.worker.alive
-                                            else RETIRE_GRACE)
+        conn.deadline = time.monotonic() + self.keep_alive
 
     def control(self, conn: Connection, message: Control, buf: bytes) -> bytes | None:
         """A protocol message that is no request (see protocols.base.Control); the bytes

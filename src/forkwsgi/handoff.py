@@ -31,18 +31,16 @@ siblings may be leaving too, and nobody would take the queue).
 
 from __future__ import annotations
 
-import array
 import contextlib
-import fcntl
 import logging
 import os
 import socket
 import struct
-import termios
 import threading
 import time
 
 from forkwsgi.connection import HEAD, IDLE, Connections
+from forkwsgi.netio import unread_bytes
 
 log = logging.getLogger("forkwsgi.error")
 
@@ -52,16 +50,6 @@ _RECORD = struct.Struct("<HBdI")
 MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
 MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
 MAX_DRAIN = 64  # messages one receive() reads at most
-
-
-def _unread(fd: int) -> int:
-    """Bytes the kernel holds for ``fd`` (FIONREAD), 0 if it will not say."""
-    count = array.array("i", [0])
-    try:
-        fcntl.ioctl(fd, termios.FIONREAD, count, True)
-    except OSError:
-        return 0
-    return count[0]
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -125,23 +113,22 @@ class Handoff:
 
     # --- sending (custodian, under the lock) --------------------------------------------------
 
+    def _waiting_since(self, state: int, deadline: float) -> float:
+        """When a connection began to wait: its deadline less the wait it was given."""
+        conns = self.conns
+        return deadline - (conns.keep_alive if state == IDLE else conns.header_timeout)
+
     def _move(self, in_app) -> None:
         set_ = self.conns
-        keep_alive, header_timeout = set_.keep_alive, set_.header_timeout
-
-        def waiting_since(conn) -> float:
-            return conn.deadline - (keep_alive if conn.state == IDLE else header_timeout)
-
-        # The longest waiting first, and adopted in that order: moving a batch must not
-        # reorder it, or a connection at its end could be sent back and forth between two
-        # busy workers and never reach the front.
+        # The longest waiting first: if the queue fills, the youngest are the ones that
+        # stay here. (Whoever takes the queue sorts it all again: receive().)
         # A connection whose protocol changed (HTTP after a PROXY preamble) stays: its peer
         # and protocol are more than the record carries.
         protocols = set_.protocols
         movable = sorted((c for c in set_.conns.values()
                           if c is not in_app and (c.state == IDLE or c.state == HEAD)
                           and c.protocol is protocols[c.listener]),
-                         key=waiting_since)
+                         key=lambda c: self._waiting_since(c.state, c.deadline))
         items = [(c.fd, c.listener, c.state, c.deadline, c.buf) for c in movable]
         sent = self._send(items)
         for conn in movable[:sent]:
@@ -236,9 +223,7 @@ class Handoff:
         items = self._take()
         if not items:
             return
-        keep_alive, header_timeout = self.conns.keep_alive, self.conns.header_timeout
-        items.sort(key=lambda item: item[3] - (keep_alive if item[2] == IDLE
-                                               else header_timeout))
+        items.sort(key=lambda item: self._waiting_since(item[2], item[3]))
         if everything:
             mine, rest = items, []
         else:
@@ -248,8 +233,9 @@ class Handoff:
             # worker keeps the idle ones; of the others, every n-th from the oldest (n
             # workers), as n workers taking turns at one queue would: the share a sibling
             # takes next is as old as this one, not all younger.
-            waiting = [item for item in items if item[4] or _unread(item[0])]
-            idle = [item for item in items if not (item[4] or _unread(item[0]))]
+            waiting, idle = [], []
+            for item in items:
+                (waiting if item[4] or unread_bytes(item[0]) else idle).append(item)
             mine = waiting[::self.workers] + idle
             rest = [item for i, item in enumerate(waiting) if i % self.workers]
         sent = self._send(rest) if rest else 0

@@ -43,17 +43,22 @@ def wait(sock: socket.socket, events: int, timeout: float) -> None:
         raise ClientTimeout(f"client inactive for {timeout:g}s")
 
 
-def pending_bytes(sock: socket.socket) -> int:
-    """Bytes received and not yet read (FIONREAD); 0 when the kernel will not say. On a
-    TLS connection, those still encrypted in the kernel plus those OpenSSL has decrypted
-    and holds, which no poll reports."""
+def unread_bytes(fd: int) -> int:
+    """Bytes the kernel holds for descriptor ``fd`` (FIONREAD); 0 when it will not say."""
     count = array.array("i", [0])
     try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
+        fcntl.ioctl(fd, termios.FIONREAD, count, True)
     except OSError:
         return 0
+    return count[0]
+
+
+def pending_bytes(sock: socket.socket) -> int:
+    """Bytes received and not yet read; on a TLS connection, those still encrypted in the
+    kernel plus those OpenSSL has decrypted and holds, which no poll reports."""
     decrypted = getattr(sock, "pending", None)  # off the hot path: deadlines, closes
-    return count[0] + decrypted() if decrypted is not None else count[0]
+    unread = unread_bytes(sock.fileno())
+    return unread + decrypted() if decrypted is not None else unread
 
 
 def recv_some(sock: socket.socket, size: int, timeout: float) -> bytes:

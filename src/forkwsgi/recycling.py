@@ -68,7 +68,6 @@ class Recycler:
                 found.append((info, "lifetime", f"{now - info.born:.0f}s old"))
             elif sample:
                 uss = _uss(info.pid)
-                info.uss = uss
                 if uss is None or uss <= self.memory_limit:
                     info.strikes = 0
                     continue
