@@ -262,7 +262,12 @@ def percentile(sorted_xs: list[float], q: float) -> float:
 def summary_ms(seconds: list[float]) -> dict:
     xs = sorted(seconds)
     return {"n": len(xs), "p50": percentile(xs, 0.50) * 1e3, "p99": percentile(xs, 0.99) * 1e3,
-            "max": (xs[-1] if xs else math.nan) * 1e3}
+            "max": (xs[-1] if xs else math.nan) * 1e3,
+            # The latencies come in 100-ms steps (one per slow request waited behind), so a
+            # percentile can jump a whole step between runs: the share past each step says
+            # more (in the JSON only).
+            "share_over_ms": {step: sum(x > step / 1e3 for x in xs) / max(1, len(xs))
+                              for step in (100, 200, 300, 400)}}
 
 
 async def drive(port: int, connections: int, warmup: float, seconds: float, every: int,

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import os
 import random
 import re
 import resource
@@ -663,3 +664,32 @@ def test_the_handoff_queue_never_blocks_a_worker():
         with pytest.raises(BlockingIOError):
             for _ in range(10_000):  # fill the queue: the send that does not fit fails
                 socket.send_fds(send, [b"x" * 60_000], [receive.fileno()])
+
+
+@pytest.mark.process
+def test_a_free_worker_sees_which_siblings_are_in_a_request_and_which_of_them_wait():
+    """What Handoff.watch reads: the busy siblings' slots (never its own) with their
+    request's start, and whether a process sleeps (a request waiting on I/O) or runs."""
+    from forkwsgi import scoreboard
+    from forkwsgi.handoff import _sleeping
+
+    board = scoreboard.Scoreboard(slots=8)  # the writers' views hold it: no close()
+    mine, sibling, idle = (scoreboard.SlotWriter(board, board.claim(pid))
+                           for pid in (101, 202, 303))
+    for writer in (mine, sibling, idle):
+        writer.set_state(scoreboard.IDLE)
+    assert mine.busy_siblings() == [] and mine.workers_idle() == 3
+    sibling.busy(1234.5, "GET", "/slow", "127.0.0.1:1")
+    mine.busy(1240.0, "GET", "/", "127.0.0.1:2")
+    assert mine.busy_siblings() == [(sibling.index, 202, 1234.5)]
+    assert idle.busy_siblings() == [(mine.index, 101, 1240.0), (sibling.index, 202, 1234.5)]
+    assert idle.workers_idle() == 1
+    sleeper = psutil.Popen(["sleep", "30"])
+    try:
+        wait_until(lambda: sleeper.status() == psutil.STATUS_SLEEPING, what="sleep to sleep")
+        assert _sleeping(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not _sleeping(os.getpid())  # running: this very test
+    assert not _sleeping(2**22 + 12345)  # no such process

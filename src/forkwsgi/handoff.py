@@ -3,25 +3,32 @@ another worker is free.
 
 A worker runs one request at a time, and its kept-alive connections live in
 its own epoll set: while the app is slow, the next request on any of them
-would wait for it even with a sibling free. So when a worker has been in the
-app for ``handoff_after`` seconds, its connections that wait for nothing but
-the worker (idle keep-alive ones, and partial heads with the bytes already
-received for them) go to a queue that every worker's loop polls: the first
-worker to be free reads it all, takes its turn's share of the longest
-waiting and sends the rest back for the next. Under load that makes the
-workers one shared queue, as an accept queue is, instead of one queue per
-worker: a request waits only while every worker is busy.
+would wait for it even with a sibling free. So a free worker looks at its
+siblings' scoreboard slots, and when a sibling's request has had it
+``handoff_after`` it signals that sibling (MOVE_SIGNAL), whose connections
+that wait for nothing but the worker (idle keep-alive ones, and partial
+heads with the bytes already received for them) then go to a queue that
+every worker's loop polls: the first worker to be free reads it all, takes
+its share of the longest waiting (all of it when no sibling is free) and
+sends the rest back for the next. Under load that makes the workers one
+shared queue, as an accept queue is, instead of one queue per worker: a
+request waits only while every worker is busy.
 
 Owns: the unix datagram socket pair the arbiter makes before the first fork
 (every worker holds both ends: it sends on one, and whichever free worker
 epoll wakes first receives on the other; a socket pair's queue is bounded by
 its send buffer, not by ``max_dgram_qlen``); the message, a batch of
 descriptors (SCM_RIGHTS) with, for each, ``(listener index, state, deadline,
-bytes received)``; and the custodian, a thread in each worker that watches
-how long the app has had the worker. The custodian moves connections only
-while it holds the connection set's lock, which the worker's loop takes as a
-request leaves the app, so the two never touch the set at once; the loop's
-per-request cost is two attribute stores and that lock.
+bytes received)``; the watch a free worker keeps on its siblings; and the
+custodian, a thread in each worker asleep in sigwait() until a sibling's
+signal comes. MOVE_SIGNAL is blocked in every thread of the worker, so it
+never interrupts the app; and the custodian never wakes on its own, so it
+never competes with a request for the GIL (a thread that woke every
+millisecond to look did, and cost a fifth of the throughput of two workers
+sharing a core). The custodian moves connections only while it holds the
+connection set's lock, which the worker's loop takes as a request leaves the
+app, so the two never touch the set at once; the loop's per-request cost is
+two attribute stores and that lock.
 
 Must never: move the connection in the app, one receiving a body,
 lingering, or past a PROXY preamble (their state is more than bytes), drop
@@ -34,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import struct
 import threading
@@ -50,6 +58,11 @@ _RECORD = struct.Struct("<HBdI")
 MAX_FDS = 250  # SCM_MAX_FD is 253 descriptors per message
 MAX_MESSAGE = 131072  # below the socket's default send buffer (208 KiB)
 MAX_DRAIN = 64  # messages one receive() reads at most
+MOVE_SIGNAL = signal.SIGURG  # "move your waiting connections"; ignored by default, so one
+# that reaches a process not (or no longer) a worker of ours does nothing
+BUSY_LONG = 0.025  # a sibling in one request this long is asked even by a worker with work
+ACTIVE_SECONDS = 0.25  # siblings seen busy this recently: look every handoff_after
+QUIET_LOOK = 0.02  # else every this often
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -75,6 +88,8 @@ class Handoff:
         self.conns = conns
         self.after = after
         self.workers = max(1, workers)
+        self.signaled: dict[int, float] = {}  # sibling's slot -> the request start signaled
+        self.active_until = 0.0
 
     def fileno(self) -> int:
         return self.recv_sock.fileno()
@@ -82,34 +97,79 @@ class Handoff:
     # --- the custodian thread -----------------------------------------------------------------
 
     def start(self) -> None:
+        """In the worker, before its loop: MOVE_SIGNAL blocked in the main thread (and so in
+        every thread the app starts later), to be taken by the custodian's sigwait alone:
+        the app never sees it, no system call it makes is interrupted."""
         self.conns.lock = threading.Lock()
-        threading.Thread(target=self._watch, name="forkwsgi-handoff", daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {MOVE_SIGNAL})
+        threading.Thread(target=self._custodian, name="forkwsgi-handoff", daemon=True).start()
 
-    def _watch(self) -> None:
+    def _custodian(self) -> None:
+        """Asleep in sigwait (no GIL, no wake-up) until a sibling says this worker's
+        request has had it ``handoff_after``; then, if that is still so, move the waiting
+        connections."""
         conns = self.conns
-        after = self.after
-        period = after / 2
-        seen = None
-        seen_at = 0.0
-        sleep = time.sleep
+        half = self.after / 2
+        times = conns.slot.times  # [heartbeat, start of the request in the app]
         monotonic = time.monotonic
+        moved = -1  # the request (conns.seq) whose connections were moved
         while True:
-            sleep(period)
+            signal.sigwait({MOVE_SIGNAL})
             conn = conns.in_app
-            if conn is None or not conns.worker.alive:
-                seen = None
+            seq = conns.seq
+            if conn is None or seq == moved or not conns.worker.alive or conns.leaving:
                 continue
-            key = (conn, conns.seq)
-            now = monotonic()
-            if key != seen:
-                seen, seen_at = key, now  # the request began at most one period ago
-                continue
-            if now - seen_at < after - period:
+            start = times[1]
+            # A start older than the heartbeat is the previous request's: this one is not
+            # marked busy yet (busy() stores the start, then the heartbeat), so it has only
+            # just begun; and one that began since the sibling looked is not long yet.
+            if start < times[0] or monotonic() - start < half:
                 continue
             with conns.lock:  # type: ignore[union-attr]
-                if conns.in_app is conn and conns.seq == key[1]:
-                    self._move(conn)
-            seen = None
+                if conns.in_app is conn and conns.seq == seq:
+                    try:
+                        self._move(conn)
+                    except Exception:  # a thread's exception would only be printed
+                        log.exception("handoff: moving connections failed")
+            moved = seq
+
+    # --- watching the siblings (the loop) -----------------------------------------------------
+
+    def watch(self, now: float, idle: bool) -> float:
+        """Tell each sibling whose request has had it ``handoff_after`` to move its waiting
+        connections (once per request); return when to look again. Called from this
+        worker's loop, so only while this worker is free to take them.
+
+        A sibling is asked once its request has had it ``handoff_after``, if that request
+        waits (the sibling sleeps: on a database, a remote call, a lock) or this worker
+        has nothing else to do (``idle``: its last poll found nothing); else only after
+        BUSY_LONG. On a machine with more workers than cores a sibling is often "in the
+        app" for a millisecond or more only because the scheduler gave its core to
+        another process: moving its connections then gains nothing and costs both
+        workers (the custodian wakes into the GIL of a process running Python)."""
+        after = self.after
+        soonest = now + QUIET_LOOK
+        signaled = self.signaled
+        busy = False
+        for index, pid, start in self.conns.slot.busy_siblings():
+            busy = True
+            if signaled.get(index) == start:
+                continue  # asked already, for this request
+            due = start + after
+            if due > now:
+                soonest = min(soonest, due)
+                continue
+            if not idle and now < start + BUSY_LONG and not _sleeping(pid):
+                soonest = min(soonest, now + after)
+                continue
+            signaled[index] = start
+            with contextlib.suppress(OSError):  # gone: the arbiter frees its slot
+                os.kill(pid, MOVE_SIGNAL)
+        if busy:
+            self.active_until = now + ACTIVE_SECONDS
+        if now < self.active_until:
+            soonest = min(soonest, now + after)
+        return soonest
 
     # --- sending (custodian, under the lock) --------------------------------------------------
 
@@ -208,6 +268,15 @@ class Handoff:
             adopted.append(conn)
         return adopted
 
+    def takers(self) -> int:
+        """How many workers share the queue now: this one and its idle siblings. A sibling
+        in the app takes nothing until it is out, so dealing it a share would keep those
+        requests waiting behind this worker's newer ones (its own connections' next
+        requests, which epoll hands it first): with every sibling busy, this worker takes
+        the whole queue and serves it oldest first, as one accept queue would."""
+        idle_siblings = self.conns.slot.workers_idle() - 1  # this worker is idle: in its loop
+        return 1 + max(0, min(idle_siblings, self.workers - 1))
+
     def receive(self, everything: bool = False) -> None:
         """Take what waits in the queue, keep the longest-waiting share of it (all, when
         ``everything``: a leaving worker), send the rest back, and serve what was kept.
@@ -230,14 +299,15 @@ class Handoff:
             # Only the connections with a request waiting are shared out: an idle one (a
             # proxy's pooled upstream connection, say) has waited long for nothing, and
             # counted among the oldest it would fill a share with no work in it. This
-            # worker keeps the idle ones; of the others, every n-th from the oldest (n
-            # workers), as n workers taking turns at one queue would: the share a sibling
+            # worker keeps the idle ones; of the others, every n-th from the oldest (n: the
+            # workers free to take), as n workers taking turns at one queue would: the share a sibling
             # takes next is as old as this one, not all younger.
             waiting, idle = [], []
             for item in items:
                 (waiting if item[4] or unread_bytes(item[0]) else idle).append(item)
-            mine = waiting[::self.workers] + idle
-            rest = [item for i, item in enumerate(waiting) if i % self.workers]
+            share = self.takers()
+            mine = waiting[::share] + idle
+            rest = [item for i, item in enumerate(waiting) if i % share]
         sent = self._send(rest) if rest else 0
         for item in rest[:sent]:
             with contextlib.suppress(OSError):
@@ -251,3 +321,20 @@ class Handoff:
         for conn in adopted:
             if conns.get(conn.fd) is conn:  # not closed or moved on by an app call since
                 set_.readable(conn)
+
+
+def _sleeping(pid: int) -> bool:
+    """Whether process ``pid``'s main thread is blocked (state S or D in /proc), rather
+    than running or waiting for a core."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        stat = os.read(fd, 512)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    end = stat.rfind(b")")  # the command name may hold anything, ")" included
+    return stat[end + 2:end + 3] in (b"S", b"D")

@@ -29,6 +29,7 @@ MAX_SLOTS = 512
 FREE, BOOTING, IDLE, BUSY, RETIRING = 0, 1, 2, 3, 4
 # Why a worker leaves of its own accord, for the arbiter's account of the exit.
 STAYING, LEAVING_MAX_REQUESTS, LEAVING_ORPHANED, LEAVING_RECYCLED = 0, 1, 2, 3
+_BUSY_BYTE = bytes([BUSY])
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy",
                RETIRING: "retiring"}
 
@@ -43,6 +44,9 @@ STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy",
 _SLOT = struct.Struct("<iiddQBxxx16s192s64s")
 _HEAD = struct.Struct("<iid")  # pid, generation, heartbeat: written by the arbiter only
 _HEARTBEAT_OFFSET = 8
+_START_OFFSET = 16
+_PID = struct.Struct("<i")
+_START = struct.Struct("<d")
 _REQUESTS_OFFSET = 24
 _STATE_OFFSET = 32
 _LEAVING_OFFSET = 33  # why the worker leaves of its own accord (in the state's padding)
@@ -165,6 +169,7 @@ class SlotWriter:
         self.state = view[base + _STATE_OFFSET:base + _STATE_OFFSET + 1]
         self.leaving = view[base + _LEAVING_OFFSET:base + _LEAVING_OFFSET + 1]
         self.mem = board.mem
+        self.index = index
         self.request_offset = base + _REQUEST_OFFSET
         self.seconds = view[base + _SECONDS_OFFSET:base + _COUNTERS_OFFSET].cast("d")
         start = base + _COUNTERS_OFFSET
@@ -208,3 +213,22 @@ class SlotWriter:
 
     def accepted(self, count: int = 1) -> None:
         self.counters[C_ACCEPTED] += count
+
+    def workers_idle(self) -> int:
+        """How many workers' slots say IDLE, this one's included (one C-level slice)."""
+        return self.mem[_STATE_OFFSET::SLOT_SIZE].count(IDLE)
+
+    def busy_siblings(self) -> list[tuple[int, int, float]]:
+        """``(slot, pid, request start)`` of every other worker in a request. BUSY always
+        pairs with its own request's start (busy() stores the start first)."""
+        mem = self.mem
+        states = mem[_STATE_OFFSET::SLOT_SIZE]
+        found = []
+        index = states.find(_BUSY_BYTE)
+        while index >= 0:
+            if index != self.index:
+                base = index * SLOT_SIZE
+                found.append((index, _PID.unpack_from(mem, base)[0],
+                              _START.unpack_from(mem, base + _START_OFFSET)[0]))
+            index = states.find(_BUSY_BYTE, index + 1)
+        return found

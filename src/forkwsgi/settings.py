@@ -502,7 +502,7 @@ SETTINGS: tuple[Setting, ...] = (
             "HOST:PORT (keep it on loopback), or none. Default: a unix socket (mode 0600) "
             "beside the pidfile (app.pid -> app.control.sock), else "
             "$XDG_RUNTIME_DIR/forkwsgi/PID.control.sock."),
-    Setting("handoff_after", ("--handoff-after",), to_seconds, 0.005, "process",
+    Setting("handoff_after", ("--handoff-after",), to_seconds, 0.001, "process",
             "When a worker has been inside the app this long, its other connections (idle "
             "keep-alive ones and partial heads) move to a free sibling, so no request waits "
             "behind a slow one while another worker is free; 0 disables."),

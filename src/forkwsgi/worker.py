@@ -194,13 +194,15 @@ class Worker:
             epoll.register(handoff.fileno(), _EPOLLIN | _EPOLLEXCLUSIVE)
             handoff.start()
         handoff_fd = handoff.fileno() if handoff is not None else -1
+        # With siblings: when this worker next looks at theirs (Handoff.watch).
+        next_look = 0.0 if handoff is not None else float("inf")
+        timeout = tick = min(TICK, cfg.timeout / 4) if cfg.timeout else TICK
         readable = pool.readable
         wake_r = self._wake_r
         slot = self.slot
         monotonic = time.monotonic
-        # Heartbeats come once a tick while idle: several per --timeout, so an idle worker
-        # is never mistaken for a hung one, however short the timeout.
-        tick = min(TICK, cfg.timeout / 4) if cfg.timeout else TICK
+        # Heartbeats come once a tick while idle (tick, above): several per --timeout, so an
+        # idle worker is never mistaken for a hung one, however short the timeout.
         next_tick = 0.0
         self.booted = True
         slot.set_state(scoreboard.IDLE)
@@ -217,7 +219,7 @@ class Worker:
             if pool.leaving and not conns:
                 return
             try:
-                events = epoll.poll(tick)
+                events = epoll.poll(timeout)
             except InterruptedError:
                 events = []
             if self.reopen_logs:
@@ -255,6 +257,13 @@ class Worker:
                 pool.publish()
             if not pool.registered:
                 pool.listen(now)
+            if now >= next_look:
+                if pool.leaving:  # it will not take what a sibling moves: someone else does
+                    next_look = float("inf")
+                    timeout = tick
+                else:
+                    next_look = handoff.watch(now, not events)  # type: ignore[union-attr]
+                    timeout = min(tick, next_look - now)
 
     def _reopen_logs(self) -> None:
         self.reopen_logs = False
