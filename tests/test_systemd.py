@@ -421,7 +421,7 @@ def test_in_place_upgrade_under_load_keeps_the_pid_and_fails_nothing(serve, noti
         seen = len(tally["served_by"]) + 20  # past any answer the old ones sent just before
         wait_until(lambda: tally["ok"] >= seen + 200, what="requests after the upgrade")
         after = set(tally["served_by"][seen:])
-    assert tally["failed"] == []
+    assert tally["failed"] == [], server.log()[-6000:]
     assert after <= new_workers and after  # the new workers serve, and only they
     assert psutil.Process(server.pid).create_time() == born  # the same process throughout
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() !=

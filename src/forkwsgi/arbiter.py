@@ -596,6 +596,12 @@ class Arbiter(Upgrades):
         worker.run()  # never returns; it unblocks FORK_SIGNALS once its handlers are set
         os._exit(0)
 
+    def mark_leaving(self, infos, code: int = scoreboard.LEAVING_RECYCLED) -> None:
+        """Tell these workers, through their slots, that they are being replaced: their
+        responses say Connection: close from their next request on (code STAYING: not)."""
+        for info in infos:
+            self.board.set_leaving(info.slot, code)
+
     def retire(self, info: WorkerInfo, reason: str) -> None:
         info.retire_by = time.monotonic() + self.cfg.graceful_timeout
         info.reason = reason

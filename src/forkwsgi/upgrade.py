@@ -24,7 +24,7 @@ import signal
 import sys
 
 from forkwsgi import listeners as listeners_mod
-from forkwsgi import proctitle
+from forkwsgi import proctitle, scoreboard
 from forkwsgi.worker import FORK_SIGNALS
 
 log = logging.getLogger("forkwsgi.error")
@@ -119,10 +119,15 @@ class Upgrades:
         env.update(self.notifier.successor_env(self.pid))
         log.info("USR2: re-executing in place (pid %s); %d worker(s) serve meanwhile",
                  self.pid, len(self.workers))
+        # Their keep-alive promises end now, while they can still hear it (the new image
+        # has another scoreboard): by the time it retires them, their clients have been
+        # told Connection: close, rather than closed under a request they were sending.
+        self.mark_leaving(self.workers.values())
         cwd = os.getcwd()
         try:
             self.exec_image(env)
         except OSError as exc:
+            self.mark_leaving(self.workers.values(), scoreboard.STAYING)
             with contextlib.suppress(OSError):
                 os.chdir(cwd)
             signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
