@@ -169,18 +169,16 @@ def test_idle_keep_alive_connections_get_a_last_request_then_a_clean_close(serve
 
 def test_connections_in_the_handoff_queue_at_a_stop_are_answered(serve, tmp_path):
     """With every worker busy, an idle keep-alive connection of one of them moves to the
-    handoff queue (a sibling that was free a moment ago asked for it: here the test sends
-    that signal, as no worker is free) and waits there for a free worker. At a stop no
-    worker becomes free for good: each leaving worker takes what waits in that queue, or
-    the connection's next request would be lost with the queue when the arbiter exits."""
+    handoff queue (no worker is free to ask for it: the arbiter does) and waits there for
+    a free worker. At a stop no worker becomes free for good: each leaving worker takes
+    what waits in that queue, or the connection's next request would be lost with the
+    queue when the arbiter exits."""
     gate = Gate(tmp_path / "gate")
     server = serve("tests.test_drain:gated", "--graceful-timeout", "60", "--log-level",
                    "debug", workers=2, env=gate.env)
     kept = send(server, "/first")
     assert answer(kept)[:2] == (200, None)
     in_flight = hold_every_worker(server, gate, 2)
-    for worker in server.workers():
-        worker.send_signal(signal.SIGURG)  # what a free sibling sends (Handoff.watch)
     server.wait_log("to the handoff queue")  # the custodian of kept's worker moved it
     kept.request("GET", "/last")  # its bytes wait with its descriptor in the queue
 

@@ -85,6 +85,13 @@ class Arbiter(Upgrades):
         self.listeners: list[listeners_mod.Listener] = []
         self.board: scoreboard.Scoreboard | None = None
         self.handoff_pair = None  # made in start(), before the first fork
+        # With every worker busy, none watches its siblings: the arbiter asks those in long
+        # requests to queue their waiting connections (handoff.Watch), so the first worker
+        # to be free finds them there, oldest first.
+        self.move_watch = handoff.Watch(lambda: scoreboard.busy_slots(self.board.mem),
+                                        handoff.ARBITER_AFTER, handoff.ARBITER_LOOK,
+                                        handoff.ARBITER_QUIET_LOOK)
+        self.next_look = 0.0
         self.app = None
         self.stopping = False
         self.stop_deadline = 0.0  # during --shutdown-delay: when the stop begins
@@ -305,7 +312,12 @@ class Arbiter(Upgrades):
         while True:
             readable = [self._wake_r]
             writable: list[int] = []
-            wait = deadline - time.monotonic()
+            now = time.monotonic()
+            wait = deadline - now
+            if self.cfg.handoff_after and self.target > 1 and not self.stop_begun:
+                if now >= self.next_look:
+                    self.next_look = self.move_watch.look(now, idle=False)
+                wait = min(wait, self.next_look - now)
             if served is not None:
                 readable += served.read_fds()
                 writable = served.write_fds()

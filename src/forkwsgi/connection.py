@@ -71,6 +71,7 @@ ACCEPT_PAUSE = 1.0  # out of descriptors: seconds before the listeners are polle
 FD_WARNING_INTERVAL = 10.0  # at most one "out of descriptors" line per this many seconds
 CLIENT_ERROR_INTERVAL = 1.0  # at most one "rejected a request" line per second
 REJECTED_LINES = 20  # access-log lines a second, at most, for requests the server refuses
+ACCEPT_BURST = 16  # connections one wake-up accepts at most, when no sibling is idle
 SHED_FRACTION = 16  # a full worker frees 1/16 of its cap at once, not one slot per accept
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _EPOLLIN = select.EPOLLIN
@@ -173,22 +174,27 @@ class Connections:
     # --- arrivals ---------------------------------------------------------------------------
 
     def accept(self, index: int) -> None:
-        """One connection from listener ``index`` (one per wake-up: a busy worker leaves the
-        next newcomer to an idle one, which EPOLLEXCLUSIVE wakes instead)."""
+        """Connections from listener ``index``: one per wake-up while a sibling is idle (a
+        busy worker leaves the next newcomer to an idle one, which EPOLLEXCLUSIVE wakes
+        instead), up to ACCEPT_BURST while none is: then nobody else would take them, and
+        they have waited longer than anything this worker's own connections sent since."""
         conns = self.conns
-        if len(conns) >= self.max and not self.make_room():
-            self.stop_listening()
-            return
-        listener, base = self.bases[index]
-        try:
-            sock, peer = listener.sock.accept()
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno in _OUT_OF_FDS:
-                self.out_of_descriptors(exc)
-            return
-        self.take(sock, peer, index)
+        accept = self.bases[index][0].sock.accept
+        for _ in range(ACCEPT_BURST):
+            if len(conns) >= self.max and not self.make_room():
+                self.stop_listening()
+                return
+            try:
+                sock, peer = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FDS:
+                    self.out_of_descriptors(exc)
+                return
+            self.take(sock, peer, index)
+            if not self.registered or self.slot.workers_idle() > 1:
+                return
 
     def take(self, sock: socket.socket, peer, index: int) -> None:
         """A connection accepted from listener ``index`` (by accept(), or by a leaving

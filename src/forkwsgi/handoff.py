@@ -10,7 +10,8 @@ that wait for nothing but the worker (idle keep-alive ones, and partial
 heads with the bytes already received for them) then go to a queue that
 every worker's loop polls: the first worker to be free reads it all, takes
 its share of the longest waiting (all of it when no sibling is free) and
-sends the rest back for the next. Under load that makes the workers one
+sends the rest back for the next. With every worker busy, the arbiter
+watches instead (``Watch``, from its own loop). Under load that makes the workers one
 shared queue, as an accept queue is, instead of one queue per worker: a
 request waits only while every worker is busy.
 
@@ -46,6 +47,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from forkwsgi.connection import HEAD, IDLE, Connections
 from forkwsgi.netio import unread_bytes
@@ -63,6 +65,9 @@ MOVE_SIGNAL = signal.SIGURG  # "move your waiting connections"; ignored by defau
 BUSY_LONG = 0.025  # a sibling in one request this long is asked even by a worker with work
 ACTIVE_SECONDS = 0.25  # siblings seen busy this recently: look every handoff_after
 QUIET_LOOK = 0.02  # else every this often
+ARBITER_AFTER = 0.005  # the arbiter asks a worker this long in one request (every worker busy)
+ARBITER_LOOK = 0.0025  # how often the arbiter looks while workers are busy
+ARBITER_QUIET_LOOK = 0.1  # and while they are not
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -79,6 +84,57 @@ def make_pair() -> tuple[socket.socket, socket.socket]:
     return send, receive
 
 
+class Watch:
+    """Who asks a busy worker to move its waiting connections, and when: a free worker of
+    its siblings (after ``handoff_after``) and, for when every worker is busy, the
+    arbiter (after ARBITER_AFTER), so that the first worker to be free finds them queued
+    oldest first, rather than serving its own newer requests while they wait behind a
+    sleeping sibling."""
+
+    def __init__(self, busy: Callable[[], list[tuple[int, int, float]]], after: float,
+                 active_look: float | None = None, quiet_look: float = QUIET_LOOK) -> None:
+        self.busy = busy  # () -> [(slot, pid, request start)] of the workers to watch
+        self.after = after
+        self.active_look = after if active_look is None else active_look
+        self.quiet_look = quiet_look
+        self.signaled: dict[int, float] = {}  # slot -> the request start it was asked for
+        self.active_until = 0.0
+
+    def look(self, now: float, idle: bool) -> float:
+        """Ask each busy worker whose request has had it ``after`` to move its waiting
+        connections (once per request); return when to look again.
+
+        It is asked at once if that request waits (the process sleeps: on a database, a
+        remote call, a lock) or the watcher has nothing else to do (``idle``); else only
+        after BUSY_LONG. On a machine with more workers than cores a worker is often "in
+        the app" for a millisecond or more only because the scheduler gave its core to
+        another process: moving its connections then gains nothing and costs both
+        workers (the custodian wakes into the GIL of a process running Python)."""
+        after = self.after
+        soonest = now + self.quiet_look
+        signaled = self.signaled
+        busy = False
+        for index, pid, start in self.busy():
+            busy = True
+            if signaled.get(index) == start:
+                continue  # asked already, for this request
+            due = start + after
+            if due > now:
+                soonest = min(soonest, due)
+                continue
+            if not idle and now < start + BUSY_LONG and not _sleeping(pid):
+                soonest = min(soonest, now + self.active_look)
+                continue
+            signaled[index] = start
+            with contextlib.suppress(OSError):  # gone: the arbiter frees its slot
+                os.kill(pid, MOVE_SIGNAL)
+        if busy:
+            self.active_until = now + ACTIVE_SECONDS
+        if now < self.active_until:
+            soonest = min(soonest, now + self.active_look)
+        return soonest
+
+
 class Handoff:
     """One worker's ends of the pair, and its custodian."""
 
@@ -88,8 +144,7 @@ class Handoff:
         self.conns = conns
         self.after = after
         self.workers = max(1, workers)
-        self.signaled: dict[int, float] = {}  # sibling's slot -> the request start signaled
-        self.active_until = 0.0
+        self.watch = Watch(conns.slot.busy_siblings, after)
 
     def fileno(self) -> int:
         return self.recv_sock.fileno()
@@ -132,44 +187,6 @@ class Handoff:
                     except Exception:  # a thread's exception would only be printed
                         log.exception("handoff: moving connections failed")
             moved = seq
-
-    # --- watching the siblings (the loop) -----------------------------------------------------
-
-    def watch(self, now: float, idle: bool) -> float:
-        """Tell each sibling whose request has had it ``handoff_after`` to move its waiting
-        connections (once per request); return when to look again. Called from this
-        worker's loop, so only while this worker is free to take them.
-
-        A sibling is asked once its request has had it ``handoff_after``, if that request
-        waits (the sibling sleeps: on a database, a remote call, a lock) or this worker
-        has nothing else to do (``idle``: its last poll found nothing); else only after
-        BUSY_LONG. On a machine with more workers than cores a sibling is often "in the
-        app" for a millisecond or more only because the scheduler gave its core to
-        another process: moving its connections then gains nothing and costs both
-        workers (the custodian wakes into the GIL of a process running Python)."""
-        after = self.after
-        soonest = now + QUIET_LOOK
-        signaled = self.signaled
-        busy = False
-        for index, pid, start in self.conns.slot.busy_siblings():
-            busy = True
-            if signaled.get(index) == start:
-                continue  # asked already, for this request
-            due = start + after
-            if due > now:
-                soonest = min(soonest, due)
-                continue
-            if not idle and now < start + BUSY_LONG and not _sleeping(pid):
-                soonest = min(soonest, now + after)
-                continue
-            signaled[index] = start
-            with contextlib.suppress(OSError):  # gone: the arbiter frees its slot
-                os.kill(pid, MOVE_SIGNAL)
-        if busy:
-            self.active_until = now + ACTIVE_SECONDS
-        if now < self.active_until:
-            soonest = min(soonest, now + after)
-        return soonest
 
     # --- sending (custodian, under the lock) --------------------------------------------------
 

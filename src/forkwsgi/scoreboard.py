@@ -219,16 +219,20 @@ class SlotWriter:
         return self.mem[_STATE_OFFSET::SLOT_SIZE].count(IDLE)
 
     def busy_siblings(self) -> list[tuple[int, int, float]]:
-        """``(slot, pid, request start)`` of every other worker in a request. BUSY always
-        pairs with its own request's start (busy() stores the start first)."""
-        mem = self.mem
-        states = mem[_STATE_OFFSET::SLOT_SIZE]
-        found = []
-        index = states.find(_BUSY_BYTE)
-        while index >= 0:
-            if index != self.index:
-                base = index * SLOT_SIZE
-                found.append((index, _PID.unpack_from(mem, base)[0],
-                              _START.unpack_from(mem, base + _START_OFFSET)[0]))
-            index = states.find(_BUSY_BYTE, index + 1)
-        return found
+        """``(slot, pid, request start)`` of every other worker in a request."""
+        return busy_slots(self.mem, self.index)
+
+
+def busy_slots(mem: mmap.mmap, exclude: int = -1) -> list[tuple[int, int, float]]:
+    """``(slot, pid, request start)`` of every worker in a request (but slot ``exclude``).
+    BUSY always pairs with its own request's start (busy() stores the start first)."""
+    states = mem[_STATE_OFFSET::SLOT_SIZE]
+    found = []
+    index = states.find(_BUSY_BYTE)
+    while index >= 0:
+        if index != exclude:
+            base = index * SLOT_SIZE
+            found.append((index, _PID.unpack_from(mem, base)[0],
+                          _START.unpack_from(mem, base + _START_OFFSET)[0]))
+        index = states.find(_BUSY_BYTE, index + 1)
+    return found

@@ -262,7 +262,7 @@ class Worker:
                     next_look = float("inf")
                     timeout = tick
                 else:
-                    next_look = handoff.watch(now, not events)  # type: ignore[union-attr]
+                    next_look = handoff.watch.look(now, not events)  # type: ignore[union-attr]
                     timeout = min(tick, next_look - now)
 
     def _reopen_logs(self) -> None:
