@@ -90,7 +90,8 @@ class Arbiter(Upgrades):
         # to be free finds them there, oldest first.
         self.move_watch = handoff.Watch(lambda: scoreboard.busy_slots(self.board.mem),
                                         handoff.ARBITER_AFTER, handoff.ARBITER_LOOK,
-                                        handoff.ARBITER_QUIET_LOOK)
+                                        handoff.ARBITER_QUIET_LOOK,
+                                        lambda: self.board.workers_idle())
         self.next_look = 0.0
         self.app = None
         self.stopping = False

@@ -65,9 +65,9 @@ MOVE_SIGNAL = signal.SIGURG  # "move your waiting connections"; ignored by defau
 BUSY_LONG = 0.025  # a sibling in one request this long is asked even by a worker with work
 ACTIVE_SECONDS = 0.25  # siblings seen busy this recently: look every handoff_after
 QUIET_LOOK = 0.02  # else every this often
-ARBITER_AFTER = 0.005  # the arbiter asks a worker this long in one request (every worker busy)
-ARBITER_LOOK = 0.0025  # how often the arbiter looks while workers are busy
-ARBITER_QUIET_LOOK = 0.1  # and while they are not
+ARBITER_AFTER = 0.01  # the arbiter asks a worker this long in one request (every worker busy)
+ARBITER_LOOK = 0.005  # how often the arbiter looks while workers are busy
+ARBITER_QUIET_LOOK = 0.02  # and while one is idle (it watches the others itself)
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -92,8 +92,12 @@ class Watch:
     sleeping sibling."""
 
     def __init__(self, busy: Callable[[], list[tuple[int, int, float]]], after: float,
-                 active_look: float | None = None, quiet_look: float = QUIET_LOOK) -> None:
+                 active_look: float | None = None, quiet_look: float = QUIET_LOOK,
+                 idle: Callable[[], int] | None = None) -> None:
         self.busy = busy  # () -> [(slot, pid, request start)] of the workers to watch
+        # The arbiter's: () -> how many workers are idle. While one is, it watches, and the
+        # arbiter leaves the asking to it.
+        self.idle_workers = idle
         self.after = after
         self.active_look = after if active_look is None else active_look
         self.quiet_look = quiet_look
@@ -111,6 +115,8 @@ class Watch:
         another process: moving its connections then gains nothing and costs both
         workers (the custodian wakes into the GIL of a process running Python)."""
         after = self.after
+        if self.idle_workers is not None and self.idle_workers():
+            return now + self.quiet_look
         soonest = now + self.quiet_look
         signaled = self.signaled
         busy = False

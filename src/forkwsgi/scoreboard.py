@@ -137,6 +137,9 @@ class Scoreboard:
     def leaving(self, index: int) -> int:
         return self.mem[index * SLOT_SIZE + _LEAVING_OFFSET]
 
+    def workers_idle(self) -> int:
+        return idle_slots(self.mem)
+
     def set_leaving(self, index: int, code: int) -> None:
         """The arbiter's word to a worker it is replacing: close connections from now on."""
         self.mem[index * SLOT_SIZE + _LEAVING_OFFSET] = code
@@ -215,12 +218,17 @@ class SlotWriter:
         self.counters[C_ACCEPTED] += count
 
     def workers_idle(self) -> int:
-        """How many workers' slots say IDLE, this one's included (one C-level slice)."""
-        return self.mem[_STATE_OFFSET::SLOT_SIZE].count(IDLE)
+        """How many workers' slots say IDLE, this one's included."""
+        return idle_slots(self.mem)
 
     def busy_siblings(self) -> list[tuple[int, int, float]]:
         """``(slot, pid, request start)`` of every other worker in a request."""
         return busy_slots(self.mem, self.index)
+
+
+def idle_slots(mem: mmap.mmap) -> int:
+    """How many workers' slots say IDLE (one C-level slice)."""
+    return mem[_STATE_OFFSET::SLOT_SIZE].count(IDLE)
 
 
 def busy_slots(mem: mmap.mmap, exclude: int = -1) -> list[tuple[int, int, float]]:
