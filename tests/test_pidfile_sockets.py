@@ -290,3 +290,28 @@ def test_bad_socket_settings_are_one_line_and_exit_2(args, message):
     result = run_cli(*args, "--check-config", APP)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"forkwsgi: error: {message}"]
+
+
+def test_tcp_listeners_set_nodelay_once_for_every_connection_they_accept(tmp_path):
+    """TCP_NODELAY goes on the listening socket, which Linux copies to each accepted
+    connection: the worker then makes no setsockopt call per connection."""
+    from forkwsgi.listeners import close_listeners, open_listeners
+
+    listeners = open_listeners(["127.0.0.1:0", f"unix:{tmp_path / 'app.sock'}"], 16)
+    try:
+        tcp, unix = listeners
+        assert tcp.nodelay and not unix.nodelay
+        with socket.create_connection(tcp.sock.getsockname()) as client:
+            client.sendall(b"x")  # deferred accept hands it over once bytes are here
+            wait_until(lambda: _acceptable(tcp.sock), what="the connection to be accepted")
+            accepted, _ = tcp.sock.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        close_listeners(listeners)
+
+
+def _acceptable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])

@@ -131,6 +131,8 @@ class Connections:
         self.epoll = epoll
         self.bases = bases  # per listener: (listener, base environ)
         self.protocols = [BY_SCHEME[listener.protocol] for listener, _ in bases]
+        # Per listener: its connections have TCP_NODELAY from it (listeners.py).
+        self.nodelay = [getattr(listener, "nodelay", False) for listener, _ in bases]
         # Per listener: the SSLContext its connections are wrapped in, or None (plain).
         self.tls = self.serve_tls(cfg)
         self.listening = {listener.fileno(): index  # listener fd -> its index in bases
@@ -151,6 +153,7 @@ class Connections:
         self.min_rate = cfg.body_min_rate
         self.rate_grace = cfg.body_rate_grace
         self.max = cfg.max_connections
+        self.siblings = cfg.workers > 1  # accept() takes bursts only when they are all busy
         self.conns: dict[int, Connection] = {}
         # Read by the handoff custodian thread: which connection is in the app, for which
         # request (seq). Its lock (made when the custodian starts; None without one) is
@@ -193,7 +196,7 @@ class Connections:
                     self.out_of_descriptors(exc)
                 return
             self.take(sock, peer, index)
-            if not self.registered or self.slot.workers_idle() > 1:
+            if not self.siblings or not self.registered or self.slot.workers_idle() > 1:
                 return
 
     def take(self, sock: socket.socket, peer, index: int) -> None:
@@ -224,8 +227,9 @@ class Connections:
     def add(self, sock: socket.socket, peer, index: int, state: int, deadline: float,
             register: bool = True) -> Connection:
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if peer.__class__ is tuple:  # TCP (a unix peer is a str or bytes)
+            if not self.nodelay[index]:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = f"{peer[0]}:{peer[1]}"
             trusted = self.forwarded if peer[0] in self.trusted_peers else frozenset()
         else:

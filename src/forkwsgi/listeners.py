@@ -52,6 +52,7 @@ class Listener:
     server_port: str = field(default="")
     protocol: str = "http"  # the wire format: a scheme of forkwsgi.protocols.BY_SCHEME
     tls: bool | None = None  # https:// (True), http:// (False), else as certfile says (None)
+    nodelay: bool = False  # TCP_NODELAY set here, so accepted connections have it already
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -303,7 +304,18 @@ def open_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
         listener.sock.setblocking(False)
         if listener.sock.family != socket.AF_UNIX:
             _defer_accept(listener.sock)
+            listener.nodelay = _no_delay(listener.sock)
     return listeners
+
+
+def _no_delay(sock: socket.socket) -> bool:
+    """TCP_NODELAY on the listening socket, which Linux copies to every connection it
+    accepts: a system call once, not once per connection. Whether it took."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    except OSError:
+        return False
 
 
 def _defer_accept(sock: socket.socket) -> None:

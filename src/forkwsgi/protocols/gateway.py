@@ -67,28 +67,29 @@ def parse_uwsgi(buf: bytes | bytearray, limits: Limits) -> tuple[GatewayHead, in
     end = 4 + size
     if len(buf) < end:
         return None
-    # Decoded once, as latin-1 (a byte per character): each length is then two characters
-    # and each string one slice, with no call per string.
-    block = bytes(buf[4:end]).decode("latin-1")
+    # Decoded once, as latin-1 (a byte per character), so each string is one slice of it
+    # with no call per string; the lengths are read from the bytes (an index is an int).
+    raw = bytes(buf[4:end])
+    block = raw.decode("latin-1")
     variables: dict[str, str] = {}
     at, size = 0, len(block)
     most = limits.fields + _EXTRA_VARIABLES
     while at < size:
         if at + 2 > size:
             raise BadRequest("uwsgi variables cut short")
-        length = ord(block[at]) | ord(block[at + 1]) << 8
+        length = raw[at] | raw[at + 1] << 8
         name = block[at + 2:at + 2 + length]
         at += 4 + length
         if at > size:
             raise BadRequest("uwsgi variables cut short")
-        length = ord(block[at - 2]) | ord(block[at - 1]) << 8
+        length = raw[at - 2] | raw[at - 1] << 8
         value = block[at:at + length]
         at += length
         if at > size:
             raise BadRequest("uwsgi variables cut short")
         variables[name] = value
-        if len(variables) > most:
-            raise HeaderFieldsTooLarge(f"more than {most} uwsgi variables")
+    if len(variables) > most:  # counted once: the block's size already bounds the work
+        raise HeaderFieldsTooLarge(f"more than {most} uwsgi variables")
     return head_from_variables(variables, limits), end
 
 
