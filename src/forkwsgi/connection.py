@@ -464,13 +464,15 @@ class Connections:
                 self.slot.leaving[0] = LEAVING_MAX_REQUESTS
                 with contextlib.suppress(OSError):
                     os.kill(worker.arbiter_pid, signal.SIGCHLD)
-        # Being replaced (its budget spent, the arbiter recycles it, or an in-place upgrade
-        # has begun): from now on every response says Connection: close, so when the TERM
-        # comes no client is about to send a request on a connection the worker then
-        # closes. A TERM that comes with no warning (HUP, a stop) can still meet a response
-        # that said keep-alive; then the close follows the response at once. (The arbiter
-        # may take the word back: an upgrade whose exec failed.)
-        self.dispatcher.keep_alive = self.keep_alive > 0 and not self.leaving_flag[0]
+        if self.leaving_flag[0]:
+            # Being replaced (its budget spent, the arbiter recycles it, or an in-place
+            # upgrade has begun): from now on every response says Connection: close, so
+            # when the TERM comes no client is about to send a request on a connection the
+            # worker then closes. A TERM that comes with no warning (HUP, a stop) can still
+            # meet a response that said keep-alive; then the close follows the response at
+            # once. (The arbiter may take the word back, an upgrade whose exec failed:
+            # publish() restores keep-alive once a tick.)
+            self.dispatcher.keep_alive = False
         conn.state = APP
         self.seq += 1
         self.in_app = conn
@@ -624,6 +626,8 @@ class Connections:
         gauges = self.slot.gauges
         gauges[0], gauges[1], gauges[2], gauges[3] = (counts[HEAD], counts[BODY], counts[IDLE],
                                                       counts[LINGER])
+        if not self.leaving_flag[0] and self.keep_alive > 0 and self.worker.alive:
+            self.dispatcher.keep_alive = True  # a leaving mark taken back (see run())
 
     # --- the cap ----------------------------------------------------------------------------
 
