@@ -91,7 +91,7 @@ class Arbiter(Upgrades):
         self.move_watch = handoff.Watch(lambda: scoreboard.busy_slots(self.board.mem),
                                         handoff.ARBITER_AFTER, handoff.ARBITER_LOOK,
                                         handoff.ARBITER_QUIET_LOOK,
-                                        lambda: self.board.workers_idle())
+                                        lambda: scoreboard.idle_slots(self.board.mem))
         self.next_look = 0.0
         self.app = None
         self.stopping = False

@@ -132,7 +132,7 @@ class Connections:
         self.bases = bases  # per listener: (listener, base environ)
         self.protocols = [BY_SCHEME[listener.protocol] for listener, _ in bases]
         # Per listener: its connections have TCP_NODELAY from it (listeners.py).
-        self.nodelay = [getattr(listener, "nodelay", False) for listener, _ in bases]
+        self.nodelay = [listener.nodelay for listener, _ in bases]
         # Per listener: the SSLContext its connections are wrapped in, or None (plain).
         self.tls = self.serve_tls(cfg)
         self.listening = {listener.fileno(): index  # listener fd -> its index in bases

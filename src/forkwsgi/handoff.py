@@ -49,6 +49,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import psutil
+
 from forkwsgi.connection import HEAD, IDLE, Connections
 from forkwsgi.netio import unread_bytes
 
@@ -68,6 +70,7 @@ QUIET_LOOK = 0.02  # else every this often
 ARBITER_AFTER = 0.01  # the arbiter asks a worker this long in one request (every worker busy)
 ARBITER_LOOK = 0.005  # how often the arbiter looks while workers are busy
 ARBITER_QUIET_LOOK = 0.02  # and while one is idle (it watches the others itself)
+_BLOCKED = (psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP)
 
 
 def make_pair() -> tuple[socket.socket, socket.socket]:
@@ -114,9 +117,9 @@ class Watch:
         the app" for a millisecond or more only because the scheduler gave its core to
         another process: moving its connections then gains nothing and costs both
         workers (the custodian wakes into the GIL of a process running Python)."""
-        after = self.after
         if self.idle_workers is not None and self.idle_workers():
             return now + self.quiet_look
+        after = self.after
         soonest = now + self.quiet_look
         signaled = self.signaled
         busy = False
@@ -346,18 +349,11 @@ class Handoff:
                 set_.readable(conn)
 
 
+
 def _sleeping(pid: int) -> bool:
-    """Whether process ``pid``'s main thread is blocked (state S or D in /proc), rather
+    """Whether process ``pid``'s main thread is blocked (sleeping, or in disk wait), rather
     than running or waiting for a core."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except OSError:
+        return psutil.Process(pid).status() in _BLOCKED
+    except psutil.Error:
         return False
-    try:
-        stat = os.read(fd, 512)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    end = stat.rfind(b")")  # the command name may hold anything, ")" included
-    return stat[end + 2:end + 3] in (b"S", b"D")

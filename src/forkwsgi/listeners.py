@@ -313,9 +313,9 @@ def _no_delay(sock: socket.socket) -> bool:
     accepts: a system call once, not once per connection. Whether it took."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     except OSError:
         return False
+    return True
 
 
 def _defer_accept(sock: socket.socket) -> None:

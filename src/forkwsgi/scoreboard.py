@@ -137,9 +137,6 @@ class Scoreboard:
     def leaving(self, index: int) -> int:
         return self.mem[index * SLOT_SIZE + _LEAVING_OFFSET]
 
-    def workers_idle(self) -> int:
-        return idle_slots(self.mem)
-
     def set_leaving(self, index: int, code: int) -> None:
         """The arbiter's word to a worker it is replacing: close connections from now on."""
         self.mem[index * SLOT_SIZE + _LEAVING_OFFSET] = code

@@ -260,10 +260,11 @@ class Worker:
             if now >= next_look:
                 if pool.leaving:  # it will not take what a sibling moves: someone else does
                     next_look = float("inf")
-                    timeout = tick
                 else:
                     next_look = handoff.watch.look(now, not events)  # type: ignore[union-attr]
-                    timeout = min(tick, next_look - now)
+            # Up to the next look (or a tick): from this turn's clock, so a turn that came
+            # between two looks does not carry the whole interval again.
+            timeout = next_look - now if next_look - now < tick else tick
 
     def _reopen_logs(self) -> None:
         self.reopen_logs = False
