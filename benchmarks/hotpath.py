@@ -71,6 +71,7 @@ def main() -> None:
     pool = Connections(worker, dispatcher, epoll, cfg, [], TrustedPeers([]), frozenset())
     pool.conns[conn.fd] = conn
     head, consumed = parse_head(REQUEST, dispatcher.limits)
+    request = scoreboard.describe(head.method, head.target, conn.client)
 
     def response_head():
         response = Response(server, 30.0, True, False, True, b"Server: forkwsgi\r\n")
@@ -107,7 +108,7 @@ def main() -> None:
         ("parse_head", per_call(lambda: parse_head(REQUEST, dispatcher.limits))),
         ("build_environ", per_call(lambda: build_environ(head, conn.environ, frozenset()))),
         ("response head", per_call(response_head)),
-        ("scoreboard busy+done", per_call(lambda: (slot.busy(1.0, "GET", "/", "c"),
+        ("scoreboard busy+done", per_call(lambda: (slot.busy(1.0, request),
                                                    slot.done(2.0, 1.0, "200 OK", 0, 13)))),
         ("Date header", per_call(date_header)),
         ("time.monotonic", per_call(time.monotonic)),

@@ -679,8 +679,8 @@ def test_a_free_worker_sees_which_siblings_are_in_a_request_and_which_of_them_wa
     for writer in (mine, sibling, idle):
         writer.set_state(scoreboard.IDLE)
     assert mine.busy_siblings() == [] and mine.workers_idle() == 3
-    sibling.busy(1234.5, "GET", "/slow", "127.0.0.1:1")
-    mine.busy(1240.0, "GET", "/", "127.0.0.1:2")
+    sibling.busy(1234.5, scoreboard.describe("GET", "/slow", "127.0.0.1:1"))
+    mine.busy(1240.0, scoreboard.describe("GET", "/", "127.0.0.1:2"))
     assert mine.busy_siblings() == [(sibling.index, 202, 1234.5)]
     assert idle.busy_siblings() == [(mine.index, 101, 1240.0), (sibling.index, 202, 1234.5)]
     assert idle.workers_idle() == 1

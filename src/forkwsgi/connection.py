@@ -84,7 +84,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "state", "buf", "deadline", "environ", "trusted", "client",
                  "listener", "protocol", "head", "decoder", "spool", "body_start", "received",
-                 "last_raw", "last_head", "last_environ", "events")
+                 "last_raw", "last_head", "last_environ", "last_request", "events")
 
     def __init__(self, sock: socket.socket, environ: dict, trusted: frozenset, client: str,
                  listener: int, protocol: Protocol, state: int, deadline: float) -> None:
@@ -111,6 +111,7 @@ class Connection:
         # The dispatcher's environ for last_head, kept pristine once the head repeats
         # (False: seen once; None: seen twice, keep the next one built).
         self.last_environ: dict | bool | None = False
+        self.last_request = b""  # last_head as the scoreboard stores it, kept with the environ
 
 
 class Connections:
@@ -618,8 +619,9 @@ class Connections:
                 self.close(conn)  # keep-alive timeout (quietly, like nginx), or linger done
 
     def publish(self) -> None:
-        """The connection gauges in the scoreboard (head, body, idle, lingering); once a
-        tick, not per request: they are a view for operators, not a count."""
+        """The counters and the connection gauges (head, body, idle, lingering) in the
+        scoreboard; once a tick, not per request: they are a view for operators."""
+        self.slot.publish()
         counts = [0] * len(STATE_NAMES)
         for conn in self.conns.values():
             counts[conn.state] += 1

@@ -22,6 +22,7 @@ from forkwsgi.http.parser import Limits, RequestHead
 from forkwsgi.netio import ClientDisconnected, ClientTimeout, pending_bytes, send_all
 from forkwsgi.request_body import NO_BODY, BodyError, RequestBody
 from forkwsgi.response import AppError, FileWrapper, Response, date_header
+from forkwsgi.scoreboard import describe
 
 log = logging.getLogger("forkwsgi.error")
 
@@ -63,20 +64,24 @@ class Dispatcher:
         socket.
         """
         start = time.monotonic()
-        self.slot.busy(start, head.method, head.target, conn.client)
-        sock = conn.sock
-        has_body = head.content_length or head.chunked
         cached = conn.last_environ
         if cached and head is conn.last_head:
             # The connection repeats its head, so the environ is the same (it depends on the
-            # head and the connection only): a copy of the pristine one kept from before.
+            # head and the connection only): a copy of the pristine one kept from before,
+            # and so is the request the scoreboard shows.
+            self.slot.busy(start, conn.last_request)
             environ = cached.copy()
         else:
+            request = describe(head.method, head.target, conn.client)
+            self.slot.busy(start, request)
             environ = conn.protocol.environ(head, conn.environ, conn.trusted)
             if cached is None and head is conn.last_head:  # its second time: keep one
                 conn.last_environ = environ.copy()
+                conn.last_request = request
             elif head is conn.last_head:
                 conn.last_environ = None  # first time: keep one if it comes again
+        sock = conn.sock
+        has_body = head.content_length or head.chunked
         if received is not None:
             body = NO_BODY  # nothing left on the socket: drained by construction
             environ["wsgi.input"] = received

@@ -9,6 +9,14 @@ plain stores into shared memory (no syscall); the arbiter reads every slot
 to find deadlines, to tell timeouts from idle workers, and for metrics, and
 folds a dead worker's counters into its totals before the slot is reused.
 
+State, heartbeat and the request in flight are stored per request: the
+arbiter and the siblings decide on them. The counters are kept in the
+worker's own memory and stored in the slot once a tick and before the worker
+exits: an increment of a Python list costs half one through a memoryview,
+and there are four per request. A scrape therefore sees the counts of up to
+a tick ago, and a worker killed (a timeout, SIGKILL) takes its last tick's
+counts with it.
+
 Must never: make a syscall on the worker's per-request path, or hold a
 reference to arbiter objects.
 """
@@ -171,11 +179,14 @@ class SlotWriter:
         self.mem = board.mem
         self.index = index
         self.request_offset = base + _REQUEST_OFFSET
+        self.request_end = base + _REQUEST_OFFSET + _REQUEST.size
         self.seconds = view[base + _SECONDS_OFFSET:base + _COUNTERS_OFFSET].cast("d")
         start = base + _COUNTERS_OFFSET
         self.counters = view[start:start + 8 * COUNTERS].cast("Q")
         self.gauges = view[start + 8 * COUNTERS:start + 8 * (COUNTERS + GAUGES)].cast("Q")
-        self.requests = 0
+        # The counters as this worker keeps them; publish() stores them in the slot.
+        self.tally = [0] * COUNTERS
+        self.busy_seconds = 0.0
 
     def set_state(self, state: int) -> None:
         self.state[0] = state
@@ -183,36 +194,47 @@ class SlotWriter:
     def heartbeat(self, now: float) -> None:
         self.times[0] = now
 
-    def busy(self, now: float, method: str, target: str, client: str) -> None:
+    def busy(self, now: float, request: bytes) -> None:
+        """In a request since ``now``; ``request`` from describe()."""
         times = self.times
         times[1] = now  # request start, before the state says BUSY
         times[0] = now
         self.state[0] = BUSY
-        _REQUEST.pack_into(self.mem, self.request_offset,
-                           method.encode("latin-1", "replace"),
-                           target.encode("latin-1", "replace"),
-                           client.encode("latin-1", "replace"))
+        self.mem[self.request_offset:self.request_end] = request
 
     def done(self, now: float, elapsed: float, status: str, received: int, sent: int) -> None:
         """The request is over: IDLE, and counted (``status`` as sent, e.g. "200 OK")."""
-        self.requests += 1
         self.times[0] = now  # heartbeat, before the state says IDLE
         self.state[0] = IDLE
-        self.count[0] = self.requests
-        counters = self.counters
-        counters[_CLASS_CELL.get(status[0], _OTHER_CLASS) + (
+        tally = self.tally
+        tally[_CLASS_CELL.get(status[0], _OTHER_CLASS) + (
             0 if elapsed <= _FIRST_BUCKET else bisect_left(DURATION_BUCKETS, elapsed))] += 1
-        self.seconds[0] += elapsed
-        counters[C_BYTES_OUT] += sent
+        tally[C_BYTES_OUT] += sent
         if received:
-            counters[C_BYTES_IN] += received
+            tally[C_BYTES_IN] += received
+        self.busy_seconds += elapsed
 
     def rejected(self, code: int) -> None:
         """The server answered a request itself (400, 408, 413...), without the app."""
-        self.counters[_REJECT_INDEX.get(code, C_REJECTED + len(REJECTED_CODES) - 1)] += 1
+        self.tally[_REJECT_INDEX.get(code, C_REJECTED + len(REJECTED_CODES) - 1)] += 1
 
     def accepted(self, count: int = 1) -> None:
-        self.counters[C_ACCEPTED] += count
+        self.tally[C_ACCEPTED] += count
+
+    @property
+    def requests(self) -> int:
+        """Requests this worker has answered through the app."""
+        return sum(self.tally[:C_BYTES_IN])
+
+    def publish(self) -> None:
+        """Store the counters in the slot (once a tick, and before the worker exits). One
+        aligned store per counter, never a span: a reader must never see one half-written."""
+        counters = self.counters
+        for index, value in enumerate(self.tally):
+            if counters[index] != value:
+                counters[index] = value
+        self.seconds[0] = self.busy_seconds
+        self.count[0] = self.requests
 
     def workers_idle(self) -> int:
         """How many workers' slots say IDLE, this one's included."""
@@ -221,6 +243,13 @@ class SlotWriter:
     def busy_siblings(self) -> list[tuple[int, int, float]]:
         """``(slot, pid, request start)`` of every other worker in a request."""
         return busy_slots(self.mem, self.index)
+
+
+def describe(method: str, target: str, client: str) -> bytes:
+    """The request in flight as a slot stores it (SlotWriter.busy): the caller keeps it for
+    a request that repeats, since encoding it costs as much as the rest of busy()."""
+    return _REQUEST.pack(method.encode("latin-1", "replace"), target.encode("latin-1", "replace"),
+                         client.encode("latin-1", "replace"))
 
 
 def idle_slots(mem: mmap.mmap) -> int:

@@ -156,6 +156,7 @@ class Worker:
         self._call_hook("worker_exit", self)
         if self.booted:  # one that never reached its loop stays BOOTING: the arbiter stops
             with contextlib.suppress(Exception):
+                self.slot.publish()  # its last counts, which the arbiter folds in
                 self.slot.set_state(scoreboard.RETIRING)
         for handler in logging.getLogger("forkwsgi").handlers + logging.getLogger().handlers:
             with contextlib.suppress(Exception):
