@@ -366,7 +366,7 @@ def test_an_error_answer_framed_whole():
 def test_the_ajp_scheme():
     assert split_scheme("ajp://127.0.0.1:8009") == ("ajp", "127.0.0.1:8009")
     protocol = BY_SCHEME["ajp"]
-    assert protocol.buffers_body and protocol.framer is not None and not protocol.cgi_status
+    assert protocol.buffers_body and protocol.framer is not None
 
 
 # --- behind Apache (mod_proxy_ajp) ------------------------------------------------------------

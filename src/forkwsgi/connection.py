@@ -463,17 +463,9 @@ class Connections:
                 log.info("worker %s reached max_requests (%d requests); asking for its "
                          "replacement", worker.pid, self.slot.requests + 1)
                 self.slot.leaving[0] = LEAVING_MAX_REQUESTS
+                self.dispatcher.keep_alive = False  # see leaving_marked
                 with contextlib.suppress(OSError):
                     os.kill(worker.arbiter_pid, signal.SIGCHLD)
-        if self.leaving_flag[0]:
-            # Being replaced (its budget spent, the arbiter recycles it, or an in-place
-            # upgrade has begun): from now on every response says Connection: close, so
-            # when the TERM comes no client is about to send a request on a connection the
-            # worker then closes. A TERM that comes with no warning (HUP, a stop) can still
-            # meet a response that said keep-alive; then the close follows the response at
-            # once. (The arbiter may take the word back, an upgrade whose exec failed:
-            # publish() restores keep-alive once a tick.)
-            self.dispatcher.keep_alive = False
         conn.state = APP
         self.seq += 1
         self.in_app = conn
@@ -617,6 +609,17 @@ class Connections:
                     f"no request body data for {self.body_timeout:g}s"))
             elif state != APP:
                 self.close(conn)  # keep-alive timeout (quietly, like nginx), or linger done
+
+    def leaving_marked(self) -> None:
+        """The worker is being replaced (its budget spent, the arbiter recycles it, or an
+        in-place upgrade has begun): from now on every response says Connection: close, so
+        when the TERM comes no client is about to send a request on a connection the
+        worker then closes. A TERM that comes with no warning (HUP, a stop) can still meet
+        a response that said keep-alive; then the close follows the response at once. The
+        worker looks at the mark before each batch of events, not before each request.
+        (The arbiter may take the word back, an upgrade whose exec failed: publish()
+        restores keep-alive once a tick.)"""
+        self.dispatcher.keep_alive = False
 
     def publish(self) -> None:
         """The counters and the connection gauges (head, body, idle, lingering) in the

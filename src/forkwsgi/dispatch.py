@@ -102,7 +102,7 @@ class Dispatcher:
         response = Response(sock, self.body_timeout, head.version == "HTTP/1.1",
                             head.method == "HEAD",
                             head.keep_alive and self.keep_alive,
-                            self.server_header, body, self.worker, protocol.cgi_status,
+                            self.server_header, body, self.worker,
                             protocol.framer and protocol.framer(head))
         keep = True
         aborted = False

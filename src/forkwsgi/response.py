@@ -176,12 +176,12 @@ class Response:
     """One response on one connection. ``start_response`` is handed to the app."""
 
     __slots__ = ("sock", "timeout", "http11", "head_only", "keep_alive", "server_header",
-                 "status", "headers", "head_sent", "length", "chunked", "sent", "status_code",
-                 "no_body", "body", "owner", "cgi_status", "framer")
+                 "status", "headers", "head_sent", "length", "chunked", "sent", "no_body",
+                 "body", "owner", "framer")
 
     def __init__(self, sock: socket.socket, timeout: float, http11: bool, head_only: bool,
                  keep_alive: bool, server_header: bytes, body=None, owner=None,
-                 cgi_status: bool = False, framer=None) -> None:
+                 framer=None) -> None:
         self.sock = sock
         self.timeout = timeout
         self.http11 = http11
@@ -194,16 +194,13 @@ class Response:
         self.length: int | None = None  # Content-Length the app announced
         self.chunked = False
         self.sent = 0  # body bytes sent (before chunk framing)
-        self.status_code = 0
-        self.no_body = False  # HEAD, 204, 304: head only, whatever the app returns
         self.body = body  # the request body: unread and not drainable means we must close
         # Anything with an ``alive`` flag (the worker): a SIGTERM that arrives while the
         # app runs still puts Connection: close on this response.
         self.owner = owner
-        # A CGI reader (SCGI) wants "Status: 200 OK" where HTTP has its status line.
-        self.cgi_status = cgi_status
-        # A protocol that wraps responses in its own messages (FastCGI, AJP): see
-        # protocols.base.Framer. Its messages end the body, so nothing is chunked.
+        # A protocol that wraps responses in its own messages (FastCGI, AJP) or rewrites
+        # the head (SCGI): see protocols.base.Framer. Its messages (or the close) end the
+        # body, so nothing is chunked.
         self.framer = framer
 
     # --- PEP 3333 callables ---------------------------------------------------------------
@@ -242,7 +239,8 @@ class Response:
     def _compile_head(self, body_length: int | None) -> bytes:
         """The head as bytes: the app's validated part, then framing and our fields."""
         prefix, code, length, own = app_head(self.status, self.headers)
-        self.status_code = code
+        # HEAD, 204, 304: head only, whatever the app returns. Set here only: nothing reads
+        # it before the head is compiled (``complete`` looks at it once a length is set).
         self.no_body = self.head_only or code == 204 or code == 304
         if own:
             extra = (b"" if b"d" in own else date_header()) + \
@@ -268,10 +266,9 @@ class Response:
                                 or self.body is not None and not self.body.can_drain()
                                 or b"c" in own):
             self.keep_alive = False
-        if self.cgi_status or self.framer is not None:
+        if self.framer is not None:
             # A gateway's front-end owns the client's connection: no Connection field.
-            head = prefix + extra + b"\r\n"
-            return b"Status: " + head[9:] if self.cgi_status else head
+            return prefix + extra + b"\r\n"
         if not self.keep_alive:
             extra += b"Connection: close\r\n"
         elif not self.http11:
@@ -289,8 +286,9 @@ class Response:
             elif self.length is not None and self.sent + len(body) > self.length:
                 body = body[:self.length - self.sent]
             data = framer.head(head) + (framer.body(body) if body else b"")
-            send_all(self.sock, data + framer.end(self.keep_alive) if last else data,
-                     self.timeout)
+            if last:
+                data += framer.end(self.keep_alive)
+            send_all(self.sock, data, self.timeout)
             self.sent += len(body)
             return
         if self.no_body:
@@ -345,7 +343,12 @@ class Response:
         if self.chunked:
             send_all(self.sock, b"0\r\n\r\n", self.timeout)
         elif self.framer is not None:
-            send_all(self.sock, self.framer.end(self.keep_alive), self.timeout)
+            self._end_frames()
+
+    def _end_frames(self) -> None:
+        end = self.framer.end(self.keep_alive)
+        if end:  # SCGI's ends with the close
+            send_all(self.sock, end, self.timeout)
 
     def send_file(self, wrapper: FileWrapper) -> bool:
         """sendfile() a regular file; False if it must be iterated instead."""
@@ -375,7 +378,7 @@ class Response:
         elif self.chunked:
             send_all(self.sock, b"0\r\n\r\n", self.timeout)
         elif self.framer is not None:
-            send_all(self.sock, self.framer.end(self.keep_alive), self.timeout)
+            self._end_frames()
 
     @property
     def complete(self) -> bool:

@@ -201,6 +201,7 @@ class Worker:
         readable = pool.readable
         wake_r = self._wake_r
         slot = self.slot
+        leaving = slot.leaving
         monotonic = time.monotonic
         # Heartbeats come once a tick while idle (tick, above): several per --timeout, so an
         # idle worker is never mistaken for a hung one, however short the timeout.
@@ -223,6 +224,8 @@ class Worker:
                 events = epoll.poll(timeout)
             except InterruptedError:
                 events = []
+            if leaving[0]:
+                pool.leaving_marked()
             if self.reopen_logs:
                 # Before this batch's requests: the handler has run by the time poll returns,
                 # so nothing that arrived after USR1 is logged to the old file.

@@ -19,12 +19,12 @@ from typing import Any
 class Protocol:
     """One wire format's functions; see each attribute."""
 
-    __slots__ = ("name", "parse_head", "body_decoder", "environ", "cgi_status", "framer",
-                 "buffers_body", "refuse")
+    __slots__ = ("name", "parse_head", "body_decoder", "environ", "framer", "buffers_body",
+                 "refuse")
 
     def __init__(self, name: str, parse_head: Callable[..., Any],
                  body_decoder: Callable[..., Any], environ: Callable[..., dict],
-                 cgi_status: bool = False, framer: Callable[..., Any] | None = None,
+                 framer: Callable[..., Any] | None = None,
                  buffers_body: bool = False,
                  refuse: Callable[[bytes, Any], bytes] | None = None) -> None:
         self.name = name
@@ -37,11 +37,10 @@ class Protocol:
         self.body_decoder = body_decoder
         # environ(head, connection environ, trusted keys) -> the request's environ.
         self.environ = environ
-        # The response starts "Status: 200 OK" (a CGI response: SCGI) rather than
-        # "HTTP/1.1 200 OK" (HTTP, and uwsgi, whose front-ends read an HTTP status line).
-        self.cgi_status = cgi_status
         # framer(head) -> a Framer for this request's response, when the protocol wraps
-        # responses in its own messages; None: the response goes out as written.
+        # responses in its own messages (FastCGI, AJP13) or rewrites the head (SCGI's CGI
+        # response: "Status: 200 OK"); None: the response goes out as HTTP writes it (HTTP,
+        # and uwsgi, whose front-ends read an HTTP status line).
         self.framer = framer
         # The body is framed by the protocol's own messages, so the event loop always
         # receives it (request_buffering off cannot stream it to the app from the socket).
@@ -90,7 +89,7 @@ class Control:
 
 
 class Framer:
-    """How one response is wrapped on the wire (FastCGI records, AJP packets).
+    """How one response is wrapped on the wire (FastCGI records, AJP packets, a CGI head).
 
     The dispatcher writes a response as HTTP would be written, without chunking
     and without a Connection field: ``head`` gets the head (status line and

@@ -35,7 +35,7 @@ from urllib.parse import quote
 from forkwsgi.environ import decoded_path, forward, under_mount
 from forkwsgi.http.errors import BadRequest, HeaderFieldsTooLarge
 from forkwsgi.http.parser import LengthDecoder, Limits, RequestHead, parse_content_length
-from forkwsgi.protocols.base import Protocol, cgi_status_line
+from forkwsgi.protocols.base import Framer, Protocol, cgi_status_line
 
 _UWSGI_HEADER = struct.Struct("<BHB")
 _MAX_LENGTH_DIGITS = 18  # a netstring length longer than this is no SCGI request
@@ -215,5 +215,26 @@ def refuse_cgi(response: bytes, head: GatewayHead | None) -> bytes:
     return cgi_status_line(response)
 
 
-SCGI = Protocol("scgi", parse_scgi, body_decoder, gateway_environ, cgi_status=True,
+class CGIFramer(Framer):
+    """SCGI's response is a CGI response (RFC 3875 section 6): the head with ``Status:``
+    for its status line, then the body as written, ended by the close (never chunked)."""
+
+    def head(self, head: bytes) -> bytes:
+        return b"Status: " + head[9:]
+
+    def body(self, data: bytes) -> bytes:
+        return data
+
+    def end(self, keep: bool) -> bytes:
+        return b""
+
+
+_CGI_FRAMER = CGIFramer()
+
+
+def cgi_framer(head: GatewayHead) -> CGIFramer:
+    return _CGI_FRAMER
+
+
+SCGI = Protocol("scgi", parse_scgi, body_decoder, gateway_environ, framer=cgi_framer,
                 refuse=refuse_cgi)
