@@ -6,12 +6,22 @@ a hello request over a socketpair, against the bare cost of the same
 send/recv pair. Run pinned to one core:
 
     taskset -c 0 python benchmarks/hotpath.py
+
+Time on this machine is noisy; instructions are not. ``--instructions`` runs
+the connection turn under valgrind (callgrind) 1 and 20,001 times and prints
+the difference per turn, so the interpreter's start-up cancels out:
+
+    python benchmarks/hotpath.py --instructions
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import select
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import timeit
@@ -55,7 +65,21 @@ def per_call(func, number: int = N) -> float:
     return min(timeit.repeat(func, number=number, repeat=5)) / number * 1e6
 
 
-def main() -> None:
+def instructions_per_turn() -> float:
+    """Instructions of one connection turn, counted by callgrind."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+
+    def counted(turns: int) -> int:
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__, "--turns", str(turns)], capture_output=True, text=True, check=True)
+        return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+
+    return (counted(20_001) - counted(1)) / 20_000
+
+
+def main(turns: int | None = None) -> None:
     cfg = make_config({}, app="hello")
     slot = scoreboard.SlotWriter(scoreboard.Scoreboard(4), 0)
     dispatcher = Dispatcher(hello, cfg, slot, _Worker())
@@ -104,6 +128,11 @@ def main() -> None:
         server.send(b"x" * 150)
         count_and_drain()
 
+    if turns is not None:
+        for _ in range(turns):
+            connection_turn()
+        return
+
     rows = [
         ("parse_head", per_call(lambda: parse_head(REQUEST, dispatcher.limits))),
         ("build_environ", per_call(lambda: build_environ(head, conn.environ, frozenset()))),
@@ -125,4 +154,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, help="only run N connection turns (for a profiler)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per connection turn, under callgrind")
+    args = parser.parse_args()
+    if args.instructions:
+        print(f"connection turn: {instructions_per_turn():,.0f} instructions")
+    else:
+        main(args.turns)
