@@ -5,7 +5,7 @@
 #
 # Creates benchmarks/.venv (its own venv, never the project's), installs forkwsgi
 # from this checkout plus the peers it is measured against, and apt-installs the
-# tools the runner drives (wrk, nginx, strace, taskset) and the headers the peers
+# tools the runner drives (wrk, nginx, strace, taskset, valgrind) and the headers the peers
 # compile against (python3-dev for uWSGI, libev-dev for bjoern).
 #
 # A peer that fails to install is reported and skipped; run.py skips any server
@@ -25,6 +25,7 @@ need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v strace >/dev/null || need+=(strace)
+command -v valgrind >/dev/null || need+=(valgrind)  # hotpath.py --instructions
 command -v taskset >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(build-essential)
 dpkg -s python3-dev >/dev/null 2>&1 || need+=(python3-dev)
