@@ -49,7 +49,7 @@ from forkwsgi.dispatch import ABORT, CLOSE, KEEP
 from forkwsgi.environ import TrustedPeers, connection_environ
 from forkwsgi.http.errors import HTTPError, RequestTimeout
 from forkwsgi.logs import Throttled
-from forkwsgi.netio import pending_bytes
+from forkwsgi.netio import accepter, pending_bytes
 from forkwsgi.protocols import BY_SCHEME, Control, Protocol
 from forkwsgi.protocols.http import HTTPS
 from forkwsgi.protocols.proxy import PROXIED
@@ -131,6 +131,7 @@ class Connections:
         self.limits = dispatcher.limits
         self.epoll = epoll
         self.bases = bases  # per listener: (listener, base environ)
+        self.accepts = [accepter(listener.sock) for listener, _ in bases]
         self.protocols = [BY_SCHEME[listener.protocol] for listener, _ in bases]
         # Per listener: its connections have TCP_NODELAY from it (listeners.py).
         self.nodelay = [listener.nodelay for listener, _ in bases]
@@ -183,7 +184,7 @@ class Connections:
         instead), up to ACCEPT_BURST while none is: then nobody else would take them, and
         they have waited longer than anything this worker's own connections sent since."""
         conns = self.conns
-        accept = self.bases[index][0].sock.accept
+        accept = self.accepts[index]
         for _ in range(ACCEPT_BURST):
             if len(conns) >= self.max and not self.make_room():
                 self.stop_listening()

@@ -74,20 +74,20 @@ def parse_uwsgi(buf: bytes | bytearray, limits: Limits) -> tuple[GatewayHead, in
     variables: dict[str, str] = {}
     at, size = 0, len(block)
     most = limits.fields + _EXTRA_VARIABLES
-    while at < size:
-        if at + 2 > size:
-            raise BadRequest("uwsgi variables cut short")
-        length = raw[at] | raw[at + 1] << 8
-        name = block[at + 2:at + 2 + length]
-        at += 4 + length
-        if at > size:
-            raise BadRequest("uwsgi variables cut short")
-        length = raw[at - 2] | raw[at - 1] << 8
-        value = block[at:at + length]
-        at += length
-        if at > size:
-            raise BadRequest("uwsgi variables cut short")
-        variables[name] = value
+    # No bounds check per variable: a length cut short reads past the end (IndexError),
+    # and a name or value cut short leaves ``at`` past the end, which the loop's end checks.
+    try:
+        while at < size:
+            length = raw[at] | raw[at + 1] << 8
+            name = block[at + 2:at + 2 + length]
+            at += 4 + length
+            length = raw[at - 2] | raw[at - 1] << 8
+            variables[name] = block[at:at + length]
+            at += length
+    except IndexError:
+        at = -1
+    if at != size:
+        raise BadRequest("uwsgi variables cut short")
     if len(variables) > most:  # counted once: the block's size already bounds the work
         raise HeaderFieldsTooLarge(f"more than {most} uwsgi variables")
     return head_from_variables(variables, limits), end
