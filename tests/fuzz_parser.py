@@ -19,19 +19,12 @@ each directory) is fed to TestOneInput once.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 try:
-    import atheris
-except ImportError:  # replay only
-    atheris = None
+    from tests.fuzzing import fuzz_main, instrumented
+except ImportError:  # run as a script: tests/ itself is on sys.path
+    from fuzzing import fuzz_main, instrumented
 
-if atheris is not None and "--replay" not in sys.argv:
-    with atheris.instrument_imports():
-        from forkwsgi.http import _abnf, parser
-        from forkwsgi.http.errors import HTTPError
-else:
+with instrumented():
     from forkwsgi.http import _abnf, parser
     from forkwsgi.http.errors import HTTPError
 
@@ -81,26 +74,5 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
         check(data, limits)
 
 
-def replay(paths: list[str]) -> int:
-    count = 0
-    for name in paths:
-        path = Path(name)
-        for file in sorted(path.iterdir()) if path.is_dir() else [path]:
-            if file.is_file() and file.suffix not in (".json", ".py") and file.name[0] != ".":
-                TestOneInput(file.read_bytes())
-                count += 1
-    return count
-
-
-def main() -> None:
-    args = [arg for arg in sys.argv[1:] if arg != "--replay"]
-    if atheris is None or "--replay" in sys.argv:
-        paths = [arg for arg in args if not arg.startswith("-")]
-        print(f"replayed {replay(paths)} inputs, no finding")
-        return
-    atheris.Setup([sys.argv[0], *args], TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(TestOneInput)

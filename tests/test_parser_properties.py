@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from forkwsgi.http._abnf import FIELD_NAME, METHOD
 from forkwsgi.http.errors import HTTPError
 from forkwsgi.http.parser import ChunkedDecoder, Limits, RequestHead, body_decoder, parse_head
+from tests.fuzzing import mutated, replays_both_ways
 
 SETTINGS = settings(max_examples=150, deadline=2000,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -217,33 +218,15 @@ mutations = st.lists(st.tuples(st.sampled_from(["insert", "delete", "replace"]),
 @FAST
 @given(requests(), mutations, st.sampled_from(LIMITS))
 def test_mutated_requests(request: tuple[bytes, dict], edits: list, limits: Limits) -> None:
-    buf = bytearray(request[0])
-    for op, where, byte in edits:
-        where %= len(buf) + 1
-        if op == "insert":
-            buf.insert(where, byte)
-        elif where < len(buf):
-            if op == "delete":
-                del buf[where]
-            else:
-                buf[where] = byte
-    check_invariants(bytes(buf), limits)
+    check_invariants(mutated(request[0], edits), limits)
 
 
 @pytest.mark.process
 def test_fuzz_entry_point_replays_the_corpus():
     """The atheris entry point runs every corpus file through its invariants; the same
     script replays without atheris, so a finding saved by the fuzzer can be rerun here."""
-    import subprocess
-    import sys
-
     from tests import fuzz_parser
     from tests.conftest import REPO
 
-    corpus = REPO / "tests" / "corpus"
-    assert fuzz_parser.replay([str(corpus)]) >= 150
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz_parser.py"), "--replay",
-                           str(corpus)], capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": f"{REPO / 'src'}"})
-    assert proc.returncode == 0, proc.stderr
-    assert "no finding" in proc.stdout
+    assert replays_both_ways(REPO / "tests" / "fuzz_parser.py", fuzz_parser.TestOneInput,
+                             REPO / "tests" / "corpus", REPO / "src") >= 150

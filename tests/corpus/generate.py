@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/: what the corpus tools share
+from fuzzing import generator_main, write_corpus  # noqa: E402
 
 H = b"Host: example.com\r\n"
 CASES: list[tuple[str, bytes, dict]] = []
@@ -547,21 +549,12 @@ def dump(expected: dict) -> str:
 
 def write(check: bool = False) -> list[str]:
     """Write (or, with check, compare) every case's files; return the names that differ."""
-    stale = []
+    files = {}
     for name, raw, expected in CASES:
-        files = {HERE / f"{name}.http": raw,
-                 HERE / f"{name}.json": dump(expected).encode()}
-        for path, data in files.items():
-            if not path.exists() or path.read_bytes() != data:
-                stale.append(path.name)
-                if not check:
-                    path.write_bytes(data)
-    return stale
+        files[HERE / f"{name}.http"] = raw
+        files[HERE / f"{name}.json"] = dump(expected).encode()
+    return write_corpus(files, check)
 
 
 if __name__ == "__main__":
-    check = "--check" in sys.argv[1:]
-    stale = write(check)
-    if check and stale:
-        sys.exit(f"out of date (run python {Path(__file__).name}): {', '.join(stale)}")
-    print(f"{len(CASES)} cases; {'out of date' if check and stale else 'written'}: {len(stale)}")
+    generator_main(write, len(CASES), __file__)

@@ -314,8 +314,10 @@ class BodyDecoder(FramedBody):
                     break  # the rest of this packet is on its way
                 start = at + 4
                 at = start + length
+                # An empty packet is the empty chunk, bare (length 0) or with its length
+                # (length 2, chunk 0).
                 chunk = _U16.unpack_from(buf, start)[0] if length >= 2 else 0
-                if length == 1 or chunk > length - 2:
+                if length == 1 or chunk > length - 2 >= 0:
                     raise BadRequest("request body packet with a bad chunk length")
                 if not chunk:
                     if self._left:

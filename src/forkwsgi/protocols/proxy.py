@@ -81,7 +81,10 @@ def _parse_v1(buf: bytes | bytearray) -> tuple[Control, int] | None:
         return None
     if buf[lf - 1:lf] != b"\r":
         raise BadRequest("PROXY line ended by a bare LF")
-    fields = bytes(buf[:lf - 1]).split(b" ")
+    line = bytes(buf[:lf - 1])
+    if b"\r" in line:  # refused whole as it is in pieces (above), UNKNOWN's included
+        raise BadRequest("PROXY line has a CR not followed by LF")
+    fields = line.split(b" ")
     family = fields[1]
     if family == b"UNKNOWN":
         return _SOCKET_PEER, lf + 1
