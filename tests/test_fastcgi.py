@@ -183,6 +183,17 @@ def test_management_over_the_wire_then_a_request(fastcgi_server):
         assert any(k == STDOUT and c.startswith(b"Status: 200") for k, _, c in got)
 
 
+def test_management_among_the_params_is_answered_before_the_response(fastcgi_server):
+    params = encode_pairs({**VARIABLES, "REQUEST_METHOD": "GET", "CONTENT_LENGTH": ""})
+    asked = record(GET_VALUES, 0, encode_pairs({"FCGI_MPXS_CONNS": ""}))
+    with socket.create_connection(("127.0.0.1", fastcgi_server), timeout=10) as sock:
+        got = exchange(sock, begin() + record(PARAMS, 1, params[:40]) + asked
+                       + record(PARAMS, 1, params[40:]) + record(PARAMS, 1)
+                       + record(STDIN, 1))
+    assert got[0] == (GET_VALUES_RESULT, 0, encode_pairs({"FCGI_MPXS_CONNS": "0"}))
+    assert any(k == STDOUT and c.startswith(b"Status: 200") for k, _, c in got)
+
+
 def test_a_broken_request_gets_a_400_as_cgi_output(fastcgi_server):
     with socket.create_connection(("127.0.0.1", fastcgi_server), timeout=10) as sock:
         got = exchange(sock, fcgi_request(variables={"QUERY_STRING": ""}))  # no REQUEST_METHOD

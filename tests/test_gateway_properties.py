@@ -229,13 +229,16 @@ def fastcgi_samples(draw: st.DrawFn) -> Sample:
     params = draw(name_value_pairs(pairs))
     flags = keep | draw(st.sampled_from([0, 2, 0xFE]))  # bits other than KEEP_CONN: reserved
     head = [record(BEGIN, request_id, struct.pack(">HB5x", 1, flags), draw(paddings))]
+    replies = []
     for params_record in draw(records_of(PARAMS, request_id, params)):
         if draw(st.integers(0, 5)) == 0:
-            # Read past by parse_head, and so never answered: the head must not suffer.
-            head.append(draw(management_records())[0])
+            # Answered by the body decoder, before anything of the body.
+            asked, answer = draw(management_records())
+            head.append(asked)
+            replies.append(answer)
         head.append(params_record)
     head.append(record(PARAMS, request_id, b"", draw(paddings)))
-    stream, replies = [], []
+    stream = []
     for stdin_record in draw(records_of(STDIN, request_id, body)):
         if draw(st.integers(0, 3)) == 0:
             noise, answer = draw(foreign_records(request_id))
@@ -245,7 +248,7 @@ def fastcgi_samples(draw: st.DrawFn) -> Sample:
     end_of_body = record(STDIN, request_id, b"", draw(paddings))
     expected.update(request_id=request_id, keep_alive=keep)
     raw = b"".join(head)
-    if not stream and not body:
+    if not stream and not body and not replies:
         # The empty STDIN right after the head is taken with it: no body phase at all.
         expected["chunked"] = False
         return Sample(raw + end_of_body, expected, len(params), ready_at=len(raw),

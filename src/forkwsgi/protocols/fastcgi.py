@@ -16,6 +16,8 @@ Decisions:
 - Records of a request id that is not active are skipped, as the
   specification asks; a management record (id 0) of an unknown type gets
   UNKNOWN_TYPE; a role other than responder gets END_REQUEST FCGI_UNKNOWN_ROLE.
+  One that comes among a request's PARAMS records is answered before that
+  request's response (the head carries the answer to the body decoder).
 - ABORT_REQUEST while the body arrives ends the request (END_REQUEST, no app
   call). After the app has run, an ABORT for it is a record of an inactive id.
 - The body is framed by STDIN records, as a chunked body is by its chunks, so
@@ -121,6 +123,9 @@ def _records(buf: bytes | bytearray, at: int):
 @dataclass(slots=True)
 class FastCGIHead(GatewayHead):
     request_id: int = 0
+    # Answers to management records that came among the PARAMS records, sent by the body
+    # decoder before any body byte (the head has no reply of its own).
+    replies: bytes = b""
 
 
 # --- the head ----------------------------------------------------------------------------------
@@ -149,10 +154,12 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[object, int] | N
     variables: dict[str, str] = {}
     params = bytearray()
     most = limits.fields + 64
+    replies = b""
     for kind, rid, content, end in records:
         if rid != request_id:
             if rid == 0:
-                continue  # management records wait for their turn (answered once free)
+                replies += _management(kind, content).reply
+                continue
             raise BadRequest("FastCGI records of two requests interleaved")
         if kind == ABORT_REQUEST:
             return Control(reply=end_request(request_id), close=not keep), end
@@ -166,11 +173,13 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[object, int] | N
             continue
         decode_pairs(bytes(params), variables, most)
         head = _head(variables, limits, request_id, keep)
+        head.replies = replies
         # Without a body, the empty STDIN record usually comes in the same packet: take it
-        # with the head, and the request skips the body phase.
+        # with the head, and the request skips the body phase (unless the body decoder has
+        # answers to send).
         after = next(_records(buf, end), None)
         if after is not None and after[0] == STDIN and after[1] == request_id and \
-                not after[2] and not head.content_length:
+                not after[2] and not head.content_length and not replies:
             head.chunked = False
             return head, after[3]
         return head, end
@@ -220,6 +229,7 @@ class StdinDecoder(FramedBody):
     def __init__(self, head: FastCGIHead, limits: Limits) -> None:
         super().__init__()
         self.request_id = head.request_id
+        self.reply = head.replies
         self.limits = limits
         self._buf = b""
         self._total = 0
