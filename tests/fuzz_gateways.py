@@ -40,9 +40,6 @@ LIMITS = (Limits(),
           Limits(request_line=40, fields=4, field_size=40, head=200, body=32))
 # What a gateway may send beside one variable per header field (gateway._EXTRA_VARIABLES).
 EXTRA_VARIABLES = 64
-# Limits the parser may meet in a prefix of what it accepts whole: a partial FastCGI head
-# is bounded by the bytes buffered, a whole one only by its parameters.
-SIZE_STATUSES = (413, 431)
 
 
 class Finding(AssertionError):
@@ -89,10 +86,8 @@ def check_prefixes(protocol, data: bytes, message, consumed: int, limits: Limits
             partial = protocol.parse_head(data[:end], limits)
         except HTTPError as error:
             check_error(error)
-            if error.status not in SIZE_STATUSES:
-                raise Finding(f"accepted whole, refused ({error.status}) at {end} bytes: "
-                              f"{error}") from None
-            continue
+            raise Finding(f"accepted whole, refused ({error.status}) at {end} bytes: "
+                          f"{error}") from None
         if partial is None:
             continue
         # FastCGI takes the empty STDIN record with a body-less head when it is there.

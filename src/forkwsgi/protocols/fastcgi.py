@@ -120,6 +120,11 @@ def _records(buf: bytes | bytearray, at: int):
         at = end
 
 
+# What a request head may carry beside its parameters: record headers, padding, management
+# records among them.
+_RECORDS_SLACK = 8 * 1024
+
+
 @dataclass(slots=True)
 class FastCGIHead(GatewayHead):
     request_id: int = 0
@@ -171,6 +176,10 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[object, int] | N
                 raise _answered_on(request_id, HeaderFieldsTooLarge(
                     f"FastCGI parameters over {limits.head} bytes"))
             continue
+        if end > limits.head + _RECORDS_SLACK:
+            # As the partial head below is bounded (padding, management records): else the
+            # answer would depend on how the bytes were split into reads.
+            raise HeaderFieldsTooLarge(f"FastCGI request head over {limits.head} bytes")
         decode_pairs(bytes(params), variables, most)
         head = _head(variables, limits, request_id, keep)
         head.replies = replies
@@ -183,7 +192,7 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[object, int] | N
             head.chunked = False
             return head, after[3]
         return head, end
-    if len(buf) > limits.head + 8 * 1024:
+    if len(buf) > limits.head + _RECORDS_SLACK:
         raise HeaderFieldsTooLarge(f"FastCGI request head over {limits.head} bytes")
     return None
 
