@@ -398,6 +398,47 @@ def test_preload_import_error_is_reported_before_forking(tmp_path):
     assert "this_module_does_not_exist" in proc.stderr + proc.stdout
 
 
+def connection_field(server) -> str | None:
+    """The Connection field of a keep-alive request's response (None: none sent)."""
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.getheader("Connection")
+    finally:
+        conn.close()
+
+
+def test_hup_warns_the_old_workers_clients_before_it_retires_them(serve, tmp_path):
+    module = tmp_path / "slow_boot_app.py"
+    go = tmp_path / "go"
+    module.write_text("def app(environ, start_response):\n"
+                      "    start_response('200 OK', [('Content-Length', '2')])\n"
+                      "    return [b'v1']\n")
+    server = serve("slow_boot_app:app", "--pythonpath", str(tmp_path), workers=1)
+    (old,) = server.wait_workers(1)
+    wait_until(lambda: " booted (generation 0)" in server.log(), what="v1 loaded")
+    assert connection_field(server) is None  # HTTP/1.1 keep-alive: no field
+    # The new generation's import waits for the test (bounded, should the test die).
+    module.write_text("import os, time\n"
+                      f"for _ in range(1200):\n"
+                      f"    if os.path.exists({str(go)!r}):\n"
+                      "        break\n"
+                      "    time.sleep(0.05)\n"
+                      "def app(environ, start_response):\n"
+                      "    start_response('200 OK', [('Content-Length', '2')])\n"
+                      "    return [b'v2']\n")
+    server.signal(signal.SIGHUP)
+    # While the new generation loads, the old worker serves, and says it will close.
+    wait_until(lambda: connection_field(server) == "close", what="Connection: close")
+    assert old.is_running()
+    go.write_text("")
+    wait_until(lambda: get(server) == (200, b"v2"), what="the new generation serving")
+    wait_until(lambda: not old.is_running(), what="the old worker gone")
+    assert connection_field(server) is None
+
+
 def test_hup_with_a_broken_app_keeps_the_old_workers(serve, tmp_path):
     module = tmp_path / "flaky_app.py"
     module.write_text("def app(environ, start_response):\n"
@@ -414,6 +455,10 @@ def test_hup_with_a_broken_app_keeps_the_old_workers(serve, tmp_path):
     server.wait_log("reload failed", timeout=30)
     assert get(server) == (200, b"v1")
     wait_until(lambda: {w.pid for w in server.workers()} == before, what="only the old workers")
+    # They were told they would be replaced; the failed reload takes it back, and their
+    # keep-alive returns (within a tick of each worker's).
+    wait_until(lambda: all(connection_field(server) is None for _ in range(4)),
+               what="keep-alive again")
 
 
 def test_winch_stops_workers_and_hup_brings_them_back(serve):

@@ -407,6 +407,10 @@ class Arbiter(Upgrades):
         self.generation += 1
         self.pending_generation = self.generation
         self.manage_workers()
+        # The running workers retire once the new generation is up: from now on their
+        # responses say Connection: close, so the TERM finds no client about to reuse a
+        # connection. Taken back if the new generation cannot load the app (boot_failed).
+        self.mark_leaving([w for w in self.workers.values() if w.generation != self.generation])
 
     def abandon_generation(self, generation: int) -> None:
         """A HUP while a generation boots restarts it, rather than starting another beside
@@ -611,9 +615,18 @@ class Arbiter(Upgrades):
 
     def mark_leaving(self, infos, code: int = scoreboard.LEAVING_RECYCLED) -> None:
         """Tell these workers, through their slots, that they are being replaced: their
-        responses say Connection: close from their next request on (code STAYING: not)."""
+        responses say Connection: close from their next batch of requests on. With code
+        STAYING, take the word back, except from a worker being recycled or one that
+        marked itself (its --max-requests spent): those leave whatever happens."""
+        board = self.board
         for info in infos:
-            self.board.set_leaving(info.slot, code)
+            current = board.leaving(info.slot)
+            if code == scoreboard.STAYING:
+                if current == scoreboard.LEAVING_RECYCLED and info.recycling is None \
+                        and info.retire_by is None:
+                    board.set_leaving(info.slot, code)
+            elif current == scoreboard.STAYING:
+                board.set_leaving(info.slot, code)
 
     def retire(self, info: WorkerInfo, reason: str) -> None:
         info.retire_by = time.monotonic() + self.cfg.graceful_timeout
@@ -732,6 +745,7 @@ class Arbiter(Upgrades):
                       "keeping the running workers")
             for w in [w for w in self.workers.values() if w.generation == self.generation]:
                 self.kill_worker(w.pid, signal.SIGKILL)
+            self.mark_leaving(others, scoreboard.STAYING)
             self.generation = max(w.generation for w in others)
             self.pending_generation = None
             return

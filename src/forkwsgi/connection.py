@@ -612,14 +612,14 @@ class Connections:
                 self.close(conn)  # keep-alive timeout (quietly, like nginx), or linger done
 
     def leaving_marked(self) -> None:
-        """The worker is being replaced (its budget spent, the arbiter recycles it, or an
-        in-place upgrade has begun): from now on every response says Connection: close, so
+        """The worker is being replaced (its budget spent, the arbiter recycles it, a
+        reload or an in-place upgrade has begun): from now on every response says Connection: close, so
         when the TERM comes no client is about to send a request on a connection the
-        worker then closes. A TERM that comes with no warning (HUP, a stop) can still meet
+        worker then closes. A TERM that comes with no warning (a stop, TTOU) can still meet
         a response that said keep-alive; then the close follows the response at once. The
         worker looks at the mark before each batch of events, not before each request.
-        (The arbiter may take the word back, an upgrade whose exec failed: publish()
-        restores keep-alive once a tick.)"""
+        (The arbiter may take the word back, a reload that cannot load the app or an
+        upgrade whose exec failed: publish() restores keep-alive once a tick.)"""
         self.dispatcher.keep_alive = False
 
     def publish(self) -> None:
