@@ -266,27 +266,51 @@ def test_a_burst_of_hups_starts_one_generation_at_a_time(serve):
     assert server.process.is_running()
 
 
+def successor_of(server):
+    """The new arbiter a USR2 started, once it has both its workers up."""
+
+    def found():
+        for child in server.process.children():
+            if "arbiter" in " ".join(child.cmdline()) and len(
+                    [c for c in child.children() if c.status() != psutil.STATUS_ZOMBIE]) == 2:
+                return child
+        return None
+
+    return wait_until(found, what="the new arbiter and its workers")
+
+
+def answer_from(server, pids: set[int]) -> str | None:
+    """The Connection field of a keep-alive response from one of ``pids`` (the pid app)."""
+
+    def ask():
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            if int(resp.read()) in pids:
+                return [resp.getheader("Connection")]
+            return None
+        finally:
+            conn.close()
+
+    return wait_until(ask, what="an answer from one of the workers asked for")[0]
+
+
 def test_usr2_then_term_old_arbiter_fails_nothing(serve, tmp_path):
     pid_path = tmp_path / "forkwsgi.pid"
     server = serve("tests.apps:pid", "-p", str(pid_path), "--graceful-timeout", "10", workers=2)
-    old = server.process
+    olds = {w.pid for w in server.wait_workers(2)}
     new_arbiter = []
     try:
         with load(server) as tally:
             server.signal(signal.SIGUSR2)
-
-            def successor():
-                for child in old.children():
-                    if "arbiter" in " ".join(child.cmdline()) and child.children():
-                        return child
-                return None
-
-            child = wait_until(successor, what="the new arbiter and its workers")
+            child = successor_of(server)
             new_arbiter.append(child)
-            wait_until(lambda: len([c for c in child.children()
-                                    if c.status() != psutil.STATUS_ZOMBIE]) == 2,
-                       what="the new arbiter's workers")
             assert (tmp_path / "forkwsgi.pid.oldbin").exists()
+            # The old workers are on their way out: they answer Connection: close, so the
+            # TERM finds no client about to reuse a connection; the new ones keep alive.
+            assert answer_from(server, olds) == "close"
+            assert answer_from(server, {c.pid for c in child.children()}) is None
             server.signal(signal.SIGTERM)
             assert server.wait_exit(30) == 0
             start = tally["ok"]
@@ -297,6 +321,22 @@ def test_usr2_then_term_old_arbiter_fails_nothing(serve, tmp_path):
     finally:
         for proc in new_arbiter:
             kill_tree(proc.pid)
+
+
+def test_usr2_whose_new_arbiter_exits_gives_the_old_workers_keep_alive_back(serve):
+    server = serve("tests.apps:pid", workers=2)
+    olds = {w.pid for w in server.wait_workers(2)}
+    server.signal(signal.SIGUSR2)
+    child = successor_of(server)
+    try:
+        assert answer_from(server, olds) == "close"
+        child.send_signal(signal.SIGTERM)  # the new arbiter stops: the old one carries on
+        server.wait_log("exited; this one carries on")
+        # Within a tick of each worker's, the mark taken back shows.
+        wait_until(lambda: all(answer_from(server, olds) is None for _ in range(4)),
+                   what="keep-alive again from the old workers")
+    finally:
+        kill_tree(child.pid)
 
 
 def test_term_lets_requests_in_flight_finish(serve):

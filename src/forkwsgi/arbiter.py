@@ -654,6 +654,7 @@ class Arbiter(Upgrades):
             if pid == self.reexec_pid:
                 self.reexec_pid = 0
                 log.warning("the new arbiter %s exited; this one carries on", pid)
+                self.mark_leaving(self.workers.values(), scoreboard.STAYING)
                 if self.cfg.pid:
                     with contextlib.suppress(OSError):
                         os.replace(self.cfg.pid + ".oldbin", self.cfg.pid)

@@ -60,6 +60,11 @@ class Upgrades:
             return  # READY=1 is still owed, and the loop sends it: our workers serve on
         if pid:
             self.reexec_pid = pid
+            # This generation is on its way out (WINCH or TERM next): its responses say
+            # Connection: close from now on, so new requests come on new connections, which
+            # the new arbiter's workers accept too, and the stop finds no client about to
+            # reuse a connection. Taken back if the new arbiter exits (reap).
+            self.mark_leaving(self.workers.values())
             if handover is not None:
                 handover[1].close()
                 self.notifier.await_successor(pid, handover[0])
