@@ -34,9 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
+from run import BIN, HERE, HOST, free_port
+
 SMALL = 100
 
 # nginx's uwsgi_params for "GET /" on port 8080, as nginx fills them in.
@@ -70,12 +69,6 @@ def uwsgi_argv(port: int) -> list[str]:
 
 
 SERVERS = {"forkwsgi": forkwsgi_argv, "uwsgi": uwsgi_argv}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def serve(port: int, count: int, packet: bytes) -> None:

@@ -613,9 +613,9 @@ class Connections:
 
     def leaving_marked(self) -> None:
         """The worker is being replaced (its budget spent, the arbiter recycles it, a
-        reload or an in-place upgrade has begun): from now on every response says Connection: close, so
-        when the TERM comes no client is about to send a request on a connection the
-        worker then closes. A TERM that comes with no warning (a stop, TTOU) can still meet
+        reload or an upgrade has begun): from now on every response says Connection:
+        close, so when the TERM comes no client is about to send a request on a
+        connection the worker then closes. A TERM that comes with no warning (a stop, TTOU) can still meet
         a response that said keep-alive; then the close follows the response at once. The
         worker looks at the mark before each batch of events, not before each request.
         (The arbiter may take the word back, a reload that cannot load the app or an
@@ -633,7 +633,7 @@ class Connections:
         gauges[0], gauges[1], gauges[2], gauges[3] = (counts[HEAD], counts[BODY], counts[IDLE],
                                                       counts[LINGER])
         if not self.leaving_flag[0] and self.keep_alive > 0 and self.worker.alive:
-            self.dispatcher.keep_alive = True  # a leaving mark taken back (see run())
+            self.dispatcher.keep_alive = True  # a leaving mark taken back (leaving_marked)
 
     # --- the cap ----------------------------------------------------------------------------
 

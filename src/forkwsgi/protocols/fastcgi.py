@@ -37,7 +37,14 @@ from dataclasses import dataclass
 
 from forkwsgi.http.errors import BadRequest, ContentTooLarge, HeaderFieldsTooLarge, HTTPError
 from forkwsgi.http.parser import Limits
-from forkwsgi.protocols.base import Control, FramedBody, Framer, Protocol, frame_whole
+from forkwsgi.protocols.base import (
+    Control,
+    FramedBody,
+    Framer,
+    Protocol,
+    cgi_status_line,
+    frame_whole,
+)
 from forkwsgi.protocols.gateway import GatewayHead, gateway_environ, head_from_variables
 
 _HEADER = struct.Struct(">BBHHBx")
@@ -297,7 +304,7 @@ class ResponseFramer(Framer):
 
     def head(self, head: bytes) -> bytes:
         # A CGI response: "Status: 200 OK" where HTTP has its status line.
-        return stream(STDOUT, self.request_id, b"Status: " + head[9:])
+        return stream(STDOUT, self.request_id, cgi_status_line(head))
 
     def body(self, data: bytes) -> bytes:
         return stream(STDOUT, self.request_id, data)

@@ -220,7 +220,7 @@ class CGIFramer(Framer):
     for its status line, then the body as written, ended by the close (never chunked)."""
 
     def head(self, head: bytes) -> bytes:
-        return b"Status: " + head[9:]
+        return cgi_status_line(head)
 
     def body(self, data: bytes) -> bytes:
         return data
